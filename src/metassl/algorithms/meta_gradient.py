@@ -1,0 +1,195 @@
+"""The meta-gradient of the pseudo-labels (Zhang et al., AISTATS 2021, Eq. 2-16), as pure functions.
+
+Notation (the paper's): theta_t the parameters, y~ = f(x_u; theta_t) the initial pseudo-labels (Eq. 2),
+Phi the unlabeled loss (MSE or KL), alpha the inner learning rate, g_l the labeled-loss gradient (Eq. 14).
+
+One virtual SGD step on the unlabeled loss (Eq. 3-4) and the labeled loss after it (Eq. 5) give
+
+    dL_l(theta~_{t+1}) / dy~_ij  =  -(alpha / B_u) * <d/dtheta dPhi(f(x_u,i; theta), y~_i)/dy~_ij, g_l>   (Eq. 12-13)
+
+For Phi = MSE = ||p - y||^2:  d/dy Phi = -2 (p - y)  so the inner product is -2 * (J_p g_l)_ij.
+For Phi = KL(y || p):         d/dy Phi = log y - log p + 1  so it is -(J_logp g_l)_ij.
+J g_l is a Jacobian-vector product of the unlabeled predictions along g_l; three ways to get it:
+
+    fd     central finite difference at theta +/- eps*g_l (Eq. 15/16), eps = eps_scale / ||g_l||
+    jvp    forward-mode autodiff (torch.func.jvp): the same quantity without truncation error
+    exact  unroll the virtual step and differentiate through it (second order; the reference)
+
+All three return the meta-gradient in the authors' normalisation, i.e. Eq. 13 multiplied by B_u / alpha:
+
+    MSE:  grad_y = 2 J_p g_l      (the authors' (p+ - p-) / eps)
+    KL:   grad_y = J_logp g_l
+
+so the result does not depend on the batch size or the inner learning rate (the authors fold alpha into
+beta by setting beta = learning rate). The update is then y^ = y~ - beta * grad_y (Eq. 6), projected back
+to the probability simplex.
+
+Every pass runs in eval mode (BN running statistics, no dropout), as the authors do, and the model's
+parameters, buffers, `.grad` fields and train/eval mode are left exactly as they were: the perturbed
+parameters are passed functionally (torch.func.functional_call), never written into the model.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, jvp
+
+Method = Literal["fd", "jvp", "exact"]
+Phi = Literal["mse", "kl"]
+METHODS = ("fd", "jvp", "exact")
+PHIS = ("mse", "kl")
+PROJECTIONS = ("relu", "simplex")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run a block with the model in eval mode, then restore each module's own training flag."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _params_buffers(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    buffers = {k: v for k, v in model.named_buffers()}
+    frozen = {k: v.detach() for k, v in model.named_parameters() if not v.requires_grad}
+    return params, {**buffers, **frozen}
+
+
+def labeled_gradient(model: nn.Module, x_lb: Tensor, y_lb: Tensor) -> dict[str, Tensor]:
+    """g_l (Eq. 14): gradient of the mean labeled cross-entropy w.r.t. every trainable parameter.
+
+    Uses torch.autograd.grad, so no `.grad` field is touched. Call inside `eval_mode`.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    names = [k for k, p in model.named_parameters() if p.requires_grad]
+    loss = F.cross_entropy(model(x_lb), y_lb)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return {k: (torch.zeros_like(p) if g is None else g) for k, p, g in zip(names, params, grads)}
+
+
+def _hp(t: Tensor) -> Tensor:
+    """At least float32 (half-precision values are upcast; float64 stays float64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def grad_norm(grads: dict[str, Tensor]) -> Tensor:
+    """||g||_2 over all tensors, as a 0-dim tensor (no host sync)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(_hp(g)) for g in grads.values()]))
+
+
+def _unlabeled_out(logits: Tensor, phi: Phi) -> Tensor:
+    """The prediction whose directional derivative Eq. 13 needs: p for MSE, log p for KL (>= float32)."""
+    logits = _hp(logits)
+    return F.softmax(logits, dim=1) if phi == "mse" else F.log_softmax(logits, dim=1)
+
+
+def _phi_scale(phi: Phi) -> float:
+    """Factor from -d/dy Phi: 2 for MSE (d/dy ||p-y||^2 = -2(p-y)), 1 for KL."""
+    return 2.0 if phi == "mse" else 1.0
+
+
+def meta_gradient_fd(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], phi: Phi = "mse",
+                     eps_scale: float = 0.01) -> Tensor:
+    """Eq. 15/16: (out(theta + eps g_l) - out(theta - eps g_l)) / (2 eps) * phi_scale, eps = eps_scale/||g_l||.
+
+    The perturbation has L2 norm exactly eps_scale (0.01 as the authors). Returns (B_u, C).
+    """
+    params, buffers = _params_buffers(model)
+    eps = eps_scale / (grad_norm(g_l) + 1e-12)  # 0-dim tensor: no .item(), no host sync
+    with torch.no_grad():
+        plus = {k: p + eps * g_l[k] for k, p in params.items()}
+        minus = {k: p - eps * g_l[k] for k, p in params.items()}
+        out_plus = _unlabeled_out(functional_call(model, (plus, buffers), (x_ulb,)), phi)
+        out_minus = _unlabeled_out(functional_call(model, (minus, buffers), (x_ulb,)), phi)
+    return (out_plus - out_minus) / (2 * eps) * _phi_scale(phi)
+
+
+def meta_gradient_jvp(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], phi: Phi = "mse") -> Tensor:
+    """Eq. 13 by forward-mode autodiff: phi_scale * J_out(theta) g_l, exactly (no eps). Returns (B_u, C)."""
+    params, buffers = _params_buffers(model)
+
+    def out(p: dict[str, Tensor]) -> Tensor:
+        return _unlabeled_out(functional_call(model, (p, buffers), (x_ulb,)), phi)
+
+    tangents = {k: g_l[k].to(p.dtype) for k, p in params.items()}
+    _, directional = jvp(out, (params,), (tangents,))
+    return directional.detach() * _phi_scale(phi)
+
+
+def unlabeled_loss(logits: Tensor, y: Tensor, phi: Phi) -> Tensor:
+    """Phi averaged over the batch (Eq. 3): MSE summed over classes, or KL(y || p)."""
+    if phi == "mse":
+        return ((F.softmax(logits, dim=1) - y) ** 2).sum(1).mean()
+    return (torch.xlogy(y, y) - y * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def meta_gradient_exact(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, y_tilde: Tensor,
+                        phi: Phi = "mse", alpha: float = 1.0) -> Tensor:
+    """Eq. 3-5 unrolled: theta~ = theta - alpha * grad Phi(f(x_u), y~); d CE(f(x_l; theta~)) / d y~.
+
+    Second order (create_graph). Rescaled by B_u / alpha to the common normalisation. Returns (B_u, C).
+    """
+    params, buffers = _params_buffers(model)
+    params = {k: p.clone().requires_grad_(True) for k, p in params.items()}
+    y = y_tilde.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        inner = unlabeled_loss(functional_call(model, (params, buffers), (x_ulb,)), y, phi)      # Eq. 3
+        grads = torch.autograd.grad(inner, list(params.values()), create_graph=True, allow_unused=True)
+        stepped = {k: p if g is None else p - alpha * g for (k, p), g in zip(params.items(), grads)}  # Eq. 4
+        outer = F.cross_entropy(functional_call(model, (stepped, buffers), (x_lb,)), y_lb)      # Eq. 5
+        (grad_y,) = torch.autograd.grad(outer, y)
+    return grad_y.detach() * (x_ulb.shape[0] / alpha)
+
+
+def meta_gradient(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, y_tilde: Tensor, *,
+                  method: Method = "fd", phi: Phi = "mse", eps_scale: float = 0.01,
+                  g_l: dict[str, Tensor] | None = None) -> Tensor:
+    """The meta-gradient of the labeled loss w.r.t. the pseudo-labels y~ (B_u, C), in the authors' scale.
+
+    Runs in eval mode and leaves parameters, buffers, `.grad` and the training flag untouched. `g_l` may
+    be passed when the caller already has it (e.g. all-reduced across processes).
+    """
+    with eval_mode(model):
+        if method == "exact":
+            return meta_gradient_exact(model, x_lb, y_lb, x_ulb, y_tilde, phi)
+        if g_l is None:
+            g_l = labeled_gradient(model, x_lb, y_lb)
+        if method == "fd":
+            return meta_gradient_fd(model, x_ulb, g_l, phi, eps_scale)
+        if method == "jvp":
+            return meta_gradient_jvp(model, x_ulb, g_l, phi)
+    raise ValueError(f"unknown meta-gradient method {method!r}; allowed: {', '.join(METHODS)}")
+
+
+def project_to_simplex(y: Tensor, how: str = "relu") -> Tensor:
+    """Map corrected pseudo-labels back to distributions over classes (rows of (B, C)).
+
+    relu     the authors': clamp at 0 and renormalise each row; an all-zero row is left as is.
+    simplex  the Euclidean projection onto the simplex (Duchi et al. 2008): the nearest distribution.
+    """
+    if how == "relu":
+        y = y.clamp_min(0)
+        s = y.sum(1, keepdim=True)
+        return torch.where(s > 0, y / s.clamp_min(1e-12), y)
+    if how == "simplex":
+        u, _ = torch.sort(y, dim=1, descending=True)
+        css = u.cumsum(1) - 1
+        k = torch.arange(1, y.shape[1] + 1, device=y.device, dtype=y.dtype)
+        rho = ((u - css / k) > 0).sum(1, keepdim=True)
+        tau = css.gather(1, rho - 1) / rho.to(y.dtype)
+        return (y - tau).clamp_min(0)
+    raise ValueError(f"unknown projection {how!r}; allowed: {', '.join(PROJECTIONS)}")
+
+
+def correct_pseudo_labels(y_tilde: Tensor, grad_y: Tensor, beta: Tensor | float, projection: str = "relu") -> Tensor:
+    """Eq. 6 and the projection: y^ = proj(y~ - beta * grad_y)."""
+    return project_to_simplex(y_tilde - beta * grad_y, projection)

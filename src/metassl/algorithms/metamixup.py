@@ -1,0 +1,75 @@
+"""Meta-gradient SSL (Zhang et al., AISTATS 2021), Alg. 1 and Alg. 2, and the paper's ablation rows.
+
+Two switches give the four rows of the ablation table:
+    neither    consistency to the plain predictions y~, labeled CE          (row 1)
+    meta       consistency to the meta-corrected y^, labeled CE (Alg. 1)    (row 2)
+    mixup      cross-domain mixup with y~, consistency to y~                (row 3)
+    metamixup  cross-domain mixup with y^, consistency to y^ (Alg. 2)       (row 4, the method)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import Config
+from .base import Algorithm, Batch, StepContext, register
+from .meta_gradient import correct_pseudo_labels, eval_mode, meta_gradient
+
+
+def consistency_loss(logits: Tensor, target: Tensor, kind: str) -> Tensor:
+    """MSE summed over classes (the authors', no 1/C) or KL(target || p), averaged over the batch."""
+    if kind == "mse":
+        return ((F.softmax(logits, dim=1) - target) ** 2).sum(1).mean()
+    return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
+
+
+class MetaSSL(Algorithm):
+    def __init__(self, meta: bool, mixup: bool, *, meta_method: str = "fd", meta_phi: str = "mse",
+                 eps_scale: float = 0.01, projection: str = "relu", consistency: str = "mse",
+                 mixup_gamma: float = 1.0) -> None:
+        self.meta, self.mixup = meta, mixup
+        self.meta_method, self.meta_phi, self.eps_scale = meta_method, meta_phi, eps_scale
+        self.projection, self.consistency, self.mixup_gamma = projection, consistency, mixup_gamma
+
+    def pseudo_labels(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
+        """(y~, y^): the plain predictions (Eq. 2) and, with `meta`, their correction (Eq. 6)."""
+        x_lb, y_lb, x_ulb = batch.x_lb, batch.y_lb, batch.x_ulb[0]
+        with eval_mode(model), torch.no_grad():
+            y_tilde = F.softmax(model(x_ulb), dim=1).float()                        # (B_u, C), Eq. 2
+        if not self.meta:
+            return y_tilde, y_tilde
+        grad_y = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method=self.meta_method,
+                               phi=self.meta_phi, eps_scale=self.eps_scale)         # (B_u, C), Eq. 13-16
+        return y_tilde, correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection)  # Eq. 6
+
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+        x_lb, y_lb, x_ulb = batch.x_lb, batch.y_lb, batch.x_ulb[0]
+        y_tilde, y_hat = self.pseudo_labels(model, batch, ctx)
+        if self.mixup:                                                              # Eq. 17, Alg. 2
+            lam = torch.distributions.Beta(self.mixup_gamma, self.mixup_gamma).sample((x_lb.shape[0], 1))
+            lam = lam.to(x_lb.device)                                               # (B, 1), used as drawn
+            x_mix = lam.view(-1, 1, 1, 1) * x_lb + (1 - lam.view(-1, 1, 1, 1)) * x_ulb
+            y_mix = lam * F.one_hot(y_lb, ctx.num_classes).float() + (1 - lam) * y_hat
+            loss_cls = F.kl_div(F.log_softmax(model(x_mix).float(), dim=1), y_mix, reduction="batchmean")
+        else:
+            loss_cls = F.cross_entropy(model(x_lb).float(), y_lb)
+        loss_cons = consistency_loss(model(x_ulb).float(), y_hat, self.consistency)
+        loss = loss_cls + ctx.consistency_weight * loss_cons
+        metrics = {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_cons": loss_cons.detach()}
+        if self.meta:
+            metrics["correction_l1"] = (y_hat - y_tilde).abs().sum(1).mean()
+        self.last_pseudo_labels = (y_tilde, y_hat)   # for diagnostics (pseudo-label quality), never a loss
+        return loss, metrics
+
+
+def _factory(meta: bool, mixup: bool):
+    def build(cfg: Config) -> MetaSSL:
+        return MetaSSL(meta, mixup, meta_method=cfg.meta_method, meta_phi=cfg.meta_phi, eps_scale=cfg.eps_scale,
+                       projection=cfg.projection, consistency=cfg.consistency, mixup_gamma=cfg.mixup_gamma)
+    return build
+
+
+for _name, _meta, _mixup in [("neither", False, False), ("meta", True, False), ("mixup", False, True),
+                             ("metamixup", True, True)]:
+    register(_name)(_factory(_meta, _mixup))

@@ -1,0 +1,23 @@
+"""Labeled data only: cross-entropy on the labeled batch (the lower reference; with num_labels=-1,
+every training label, the fully-supervised upper reference)."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import Config
+from .base import Algorithm, Batch, StepContext, register
+
+
+class Supervised(Algorithm):
+    views: tuple[str, ...] = ()
+    uses_unlabeled = False
+
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+        loss = F.cross_entropy(model(batch.x_lb).float(), batch.y_lb)
+        return loss, {"loss": loss.detach(), "loss_cls": loss.detach()}
+
+
+@register("supervised")
+def _build(cfg: Config) -> Supervised:
+    return Supervised()

@@ -1,0 +1,271 @@
+"""Typed, flat run configuration; presets; precedence command line > config file > preset > defaults.
+
+Every field has a default and a comment with its units and a sane range. `key=value` overrides are
+type-checked against the field's type and unknown keys are rejected with one line naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass
+class Config:
+    # --- data -----------------------------------------------------------------------------------------
+    dataset: str = "fashion-mnist"   # fashion-mnist | mnist | cifar10 | cifar100 | svhn | folder | npz | path/to/file.npz
+    data_dir: str = ""               # where the files are ("" = search $METASSL_DATA, Debian path, ~/.cache/metassl)
+    image_size: int = 0              # resize image-folder data sets to this (0 = keep, all images must agree)
+    num_labels: int = 1000           # labeled training images, class-balanced (-1 = every label: fully supervised)
+    split_seed: int = 0              # seed of the labeled/unlabeled split, independent of `seed`
+    num_val: int = 0                 # class-balanced validation images held out of the training set (0 = none)
+    include_labeled_in_unlabeled: bool = False  # unlabeled set also holds the labeled images (Theorem 2)
+    translate: int = 2               # random-translate augmentation, pixels (random crop with this padding)
+    flip: str = "auto"               # horizontal flip: auto (where the data set allows it) | true | false
+    # --- model and algorithm --------------------------------------------------------------------------
+    model: str = "cnn"               # cnn | convlarge | wrn-28-2 | wrn-28-8 | resnet18 | mlp
+    algorithm: str = "metamixup"     # metamixup (the method) | meta | mixup | neither | see `metassl algorithms`
+    meta_method: str = "fd"          # fd (Eq. 15/16) | jvp (forward-mode, no eps error) | exact (second order)
+    meta_phi: str = "mse"            # Phi inside the meta-gradient: mse | kl
+    eps_scale: float = 0.01          # finite-difference step: eps = eps_scale / ||g_l|| (the authors: 0.01)
+    beta_schedule: str = "lr"        # lr: beta_t = beta * lr_t (authors, beta=1) | constant: beta_t = beta | cosine
+    beta: float = 1.0                # multiplier of lr (beta_schedule=lr) or the value/peak (constant, cosine)
+    projection: str = "relu"         # back to the simplex after Eq. 6: relu (authors: clamp + renormalise) | simplex
+    consistency: str = "mse"         # consistency loss to the pseudo-labels: mse (sum over classes) | kl
+    consistency_weight: float = 1.0  # w, the consistency loss weight at the end of its ramp-up (0..100)
+    consistency_rampup: int = 200    # iterations of the linear ramp of w from 0 (0 = no ramp)
+    mixup_gamma: float = 0.1         # lam ~ Beta(gamma, gamma) per sample for cross-domain mixup (> 0)
+    # --- optimisation ---------------------------------------------------------------------------------
+    iterations: int = 3000           # training iterations (one labeled + one unlabeled batch each)
+    batch_size: int = 64             # labeled images per iteration
+    unlabeled_batch_size: int = 0    # unlabeled images per iteration (0 = same as batch_size; mixup needs equal)
+    lr: float = 0.05                 # peak SGD learning rate (0 < lr <= 10)
+    momentum: float = 0.9            # SGD momentum (0 <= m < 1)
+    nesterov: bool = False           # Nesterov momentum (the authors: no)
+    weight_decay: float = 1e-4       # L2 weight decay (>= 0)
+    warmup: int = 200                # iterations of linear learning-rate warm-up from 0
+    lr_schedule: str = "cosine"      # cosine (to 0 at the end) | step (x lr_decay at each of lr_steps) | constant
+    lr_steps: str = ""               # step schedule milestones, comma-separated iterations ("300000,350000")
+    lr_decay: float = 0.1            # step schedule factor
+    ema: float = 0.0                 # EMA decay of weights used for evaluation (0 = evaluate raw weights; 0.999 typical)
+    # --- run ------------------------------------------------------------------------------------------
+    seed: int = 0                    # training seed: init, sampling order, augmentation, mixup
+    device: str = "auto"             # auto (cuda if available) | cpu | cuda | cuda:N
+    amp: bool = False                # bf16/fp16 autocast on CUDA (ignored on CPU)
+    threads: int = 0                 # torch CPU threads (0 = torch's default)
+    eval_every: int = 250            # evaluate on test (and validation) every N iterations
+    eval_batch_size: int = 1000      # images per evaluation forward
+    checkpoint_every: int = 500      # write the `last` checkpoint every N iterations (atomic)
+    log_every: int = 50              # log losses every N iterations (the only host syncs in the loop)
+
+    def resolved(self) -> "Config":
+        """Fill the derived defaults (unlabeled batch size) and validate."""
+        c = dataclasses.replace(self)
+        if c.unlabeled_batch_size == 0:
+            c.unlabeled_batch_size = c.batch_size
+        validate(c)
+        return c
+
+
+FIELDS = {f.name: f for f in fields(Config)}
+_HINTS = typing.get_type_hints(Config)
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "flip": ("auto", "true", "false"),
+    "meta_method": ("fd", "jvp", "exact"),
+    "meta_phi": ("mse", "kl"),
+    "beta_schedule": ("lr", "constant", "cosine"),
+    "projection": ("relu", "simplex"),
+    "consistency": ("mse", "kl"),
+    "lr_schedule": ("cosine", "step", "constant"),
+}
+
+# (key, test, what is allowed) for numeric ranges; checked in order, first failure is reported.
+RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
+    ("num_labels", lambda v: v == -1 or v > 0, "a positive integer, or -1 for every label"),
+    ("num_val", lambda v: v >= 0, "an integer >= 0"),
+    ("image_size", lambda v: v >= 0, "an integer >= 0"),
+    ("translate", lambda v: 0 <= v <= 64, "an integer in 0..64"),
+    ("eps_scale", lambda v: v > 0, "a number > 0"),
+    ("beta", lambda v: v >= 0, "a number >= 0"),
+    ("consistency_weight", lambda v: v >= 0, "a number >= 0"),
+    ("consistency_rampup", lambda v: v >= 0, "an integer >= 0"),
+    ("mixup_gamma", lambda v: v > 0, "a number > 0"),
+    ("iterations", lambda v: v > 0, "a positive integer"),
+    ("batch_size", lambda v: v > 0, "a positive integer"),
+    ("unlabeled_batch_size", lambda v: v > 0, "a positive integer (0 = same as batch_size)"),
+    ("lr", lambda v: 0 < v <= 10, "a number in (0, 10]"),
+    ("momentum", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("weight_decay", lambda v: v >= 0, "a number >= 0"),
+    ("warmup", lambda v: v >= 0, "an integer >= 0"),
+    ("lr_decay", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("ema", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("threads", lambda v: v >= 0, "an integer >= 0"),
+    ("eval_every", lambda v: v > 0, "a positive integer"),
+    ("eval_batch_size", lambda v: v > 0, "a positive integer"),
+    ("checkpoint_every", lambda v: v > 0, "a positive integer"),
+    ("log_every", lambda v: v > 0, "a positive integer"),
+]
+
+
+def validate(c: Config) -> None:
+    """Raise UserError (one line: the key, its value, what is allowed) for the first bad value."""
+    for key, allowed in CHOICES.items():
+        if getattr(c, key) not in allowed:
+            raise UserError(f"{key}={getattr(c, key)!r} is not allowed; choose one of: {', '.join(allowed)}")
+    for key, ok, what in RANGES:
+        if not ok(getattr(c, key)):
+            raise UserError(f"{key}={getattr(c, key)!r} is out of range; allowed: {what}")
+    if not (c.device in ("auto", "cpu", "cuda") or c.device.startswith("cuda:")):
+        raise UserError(f"device={c.device!r} is not allowed; choose one of: auto, cpu, cuda, cuda:N")
+    if c.lr_schedule == "step":
+        parse_steps(c.lr_steps)
+    from .algorithms import ALGORITHMS  # late import: algorithms import config types
+    if c.algorithm not in ALGORITHMS:
+        raise UserError(f"algorithm={c.algorithm!r} is unknown; choose one of: {', '.join(sorted(ALGORITHMS))}")
+    from .models import model_names
+    if c.model not in model_names():
+        raise UserError(f"model={c.model!r} is unknown; choose one of: {', '.join(model_names())}")
+
+
+def parse_steps(text: str) -> list[int]:
+    """'300000,350000' -> [300000, 350000] (the step-decay milestones)."""
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"lr_steps={text!r} is not allowed; give comma-separated iterations, e.g. 300000,350000") from None
+    if not steps or any(s <= 0 for s in steps) or steps != sorted(steps):
+        raise UserError(f"lr_steps={text!r} is not allowed; give increasing positive iterations, e.g. 300000,350000")
+    return steps
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Turn a command-line string or a YAML value into the field's type, or raise a one-line UserError."""
+    if key not in FIELDS:
+        close = difflib.get_close_matches(key, FIELDS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UserError(f"unknown config key {key!r}{hint}; see `metassl train --help-keys` for the keys")
+    kind = _HINTS[key]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"{key}={value!r} is not a boolean; allowed: true, false")
+    if kind is int:
+        if isinstance(value, bool):
+            raise UserError(f"{key}={value!r} is not an integer")
+        try:
+            f = float(value)
+            if f != int(f):
+                raise ValueError
+            return int(f)
+        except (ValueError, TypeError, OverflowError):
+            raise UserError(f"{key}={value!r} is not an integer") from None
+    if kind is float:
+        try:
+            f = float(value)
+        except (ValueError, TypeError):
+            raise UserError(f"{key}={value!r} is not a number") from None
+        if f != f or f in (float("inf"), float("-inf")):
+            raise UserError(f"{key}={value!r} is not a finite number")
+        return f
+    if isinstance(value, (dict, list)):
+        raise UserError(f"{key} must be a plain string, got {type(value).__name__}")
+    text = "" if value is None else str(value)
+    return text.lower() if key in ("flip",) else text
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['lr=0.1', 'device=cpu'] -> {'lr': 0.1, 'device': 'cpu'} (typed)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"expected key=value, got {item!r} (e.g. iterations=200)")
+        key, value = item.split("=", 1)
+        out[key.strip()] = coerce(key.strip(), value.strip())
+    return out
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """A YAML (or JSON) file of key: value pairs that differ from the preset."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {path!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"config file {path!r} is not valid YAML: {first}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path!r} must hold a mapping of key: value, got {type(data).__name__}")
+    return {str(k): coerce(str(k), v) for k, v in data.items()}
+
+
+# --- presets ---------------------------------------------------------------------------------------------
+# fmnist-1000 is the offline default, sized to finish within 10 minutes on 2 CPU cores (see README).
+# The others carry the authors' released hyperparameters (see docs and the official implementation).
+_AUTHORS = dict(model="convlarge", batch_size=128, lr=0.1, momentum=0.9, warmup=4000, lr_schedule="step",
+                lr_steps="300000,350000", iterations=400000, consistency_weight=1.0, consistency_rampup=4000,
+                translate=4, eval_every=400, checkpoint_every=2000, beta_schedule="lr", beta=1.0)
+PRESETS: dict[str, dict[str, Any]] = {
+    "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000, model="cnn", algorithm="metamixup",
+                        iterations=3000, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,
+                        lr_schedule="cosine", consistency_rampup=200, mixup_gamma=0.1, translate=2),
+    "svhn-1000": dict(_AUTHORS, dataset="svhn", num_labels=1000, weight_decay=5e-5, mixup_gamma=0.1,
+                      flip="false", seed=7788),
+    "cifar10-4000": dict(_AUTHORS, dataset="cifar10", num_labels=4000, weight_decay=1e-4, mixup_gamma=1.0,
+                         seed=8469),
+    "cifar100-10000": dict(_AUTHORS, dataset="cifar100", num_labels=10000, weight_decay=1e-4, mixup_gamma=1.0,
+                           seed=7788),
+    # ImageNet 10%: ResNet-18; the authors use 8 GPUs x (64 + 64) with SyncBN, 600 epochs, 5-epoch warm-up,
+    # cosine, no consistency ramp. Iterations here = 600 epochs of 128k labeled images at global batch 512.
+    "imagenet-10pct": dict(dataset="folder", model="resnet18", num_labels=128000, batch_size=512, lr=0.1,
+                           momentum=0.9, weight_decay=1e-4, lr_schedule="cosine", warmup=1250,
+                           iterations=150000, consistency_weight=1.0, consistency_rampup=0, mixup_gamma=1.0,
+                           image_size=224, translate=0, eval_every=2500, checkpoint_every=2500, amp=True),
+}
+
+
+def build_config(preset: str | None = None, file: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Merge defaults < preset < config file < command line, then validate."""
+    values: dict[str, Any] = {}
+    if preset:
+        if preset not in PRESETS:
+            raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        values.update(PRESETS[preset])
+    if file:
+        values.update(load_file(file))
+    values.update(parse_overrides(overrides or []))
+    return Config(**values).resolved()
+
+
+def to_dict(c: Config) -> dict[str, Any]:
+    return asdict(c)
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a saved config (keys unknown to this version are an error, not silently dropped)."""
+    return Config(**{k: coerce(k, v) for k, v in d.items()})
+
+
+def describe_keys() -> str:
+    """One line per key: name, default, and its comment from this file (the documentation)."""
+    import inspect
+
+    src = inspect.getsource(Config).splitlines()
+    lines = []
+    for f in fields(Config):
+        comment = next((l.split("#", 1)[1].strip() for l in src if l.strip().startswith(f"{f.name}:") and "#" in l), "")
+        lines.append(f"{f.name:28s} {str(f.default)!s:14s} {comment}")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Which training images keep their labels: a class-balanced, seeded, saveable split.
+
+The split depends only on (y, num_labels, seed, num_val), never on the training seed, so runs that
+differ in model initialisation see the same labeled set and the split can be stored in a run directory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from metassl.errors import UserError
+
+ALL_LABELS = -1   # num_labels value meaning "every training image not in val is labeled" (supervised reference)
+
+
+@dataclass
+class Split:
+    """Sorted int64 indices into the training set: labeled, unlabeled and validation images."""
+
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    val: np.ndarray
+
+    def to_dict(self) -> dict[str, list[int]]:
+        """JSON-friendly form (plain lists of ints) for the run directory."""
+        return {k: [int(i) for i in getattr(self, k)] for k in ("labeled", "unlabeled", "val")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Split:
+        """Inverse of to_dict; a missing or non-integer entry is a UserError."""
+        try:
+            return cls(**{k: np.sort(np.asarray(d[k], dtype=np.int64).reshape(-1))
+                          for k in ("labeled", "unlabeled", "val")})
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"bad saved split ({type(e).__name__}: {e}); expected lists 'labeled', 'unlabeled', "
+                            f"'val' of integer indices") from None
+
+
+def labeled_split(y: np.ndarray, num_labels: int, num_classes: int, seed: int, num_val: int = 0,
+                  include_labeled_in_unlabeled: bool = False) -> Split:
+    """Pick num_val/K validation then num_labels/K labeled images per class at random; the rest is unlabeled.
+
+    num_labels = -1 labels every image outside val. For a fixed seed, each class is drawn from one
+    permutation, so a smaller labeled set is a subset of a larger one (with the same num_val).
+    """
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"labels must be a 1-D integer array, got {y.dtype} {y.shape}")
+    if num_classes <= 0 or (len(y) and (y.min() < 0 or y.max() >= num_classes)):
+        raise UserError(f"labels must lie in 0..{num_classes - 1} for num_classes={num_classes}")
+    if num_labels != ALL_LABELS and num_labels <= 0:
+        raise UserError(f"num_labels must be positive (or -1 for all labels), got {num_labels}")
+    if num_labels != ALL_LABELS and num_labels % num_classes:
+        raise UserError(f"num_labels={num_labels} is not divisible by the {num_classes} classes; "
+                        f"use a multiple of {num_classes} (e.g. {max(1, num_labels // num_classes) * num_classes})")
+    if num_val < 0 or num_val % num_classes:
+        raise UserError(f"num_val={num_val} must be a non-negative multiple of the {num_classes} classes")
+    per_label, per_val = num_labels // num_classes, num_val // num_classes
+    rng = np.random.default_rng(seed)
+    labeled, unlabeled, val = [], [], []
+    for c in range(num_classes):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        if len(idx) < per_val:
+            raise UserError(f"class {c} has {len(idx)} images, fewer than the {per_val} per class that "
+                            f"num_val={num_val} takes; lower num_val")
+        v, rest = idx[:per_val], idx[per_val:]
+        k = len(rest) if num_labels == ALL_LABELS else per_label
+        if len(rest) < k:
+            raise UserError(f"class {c} has {len(rest)} images left after validation, fewer than the {k} per class "
+                            f"that num_labels={num_labels} needs; lower num_labels or num_val (or use -1 for all)")
+        val.append(v)
+        labeled.append(rest[:k])
+        unlabeled.append(rest if include_labeled_in_unlabeled else rest[k:])
+    return Split(labeled=_sorted(labeled), unlabeled=_sorted(unlabeled), val=_sorted(val))
+
+
+def _sorted(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate per-class index arrays into one sorted int64 array."""
+    return np.sort(np.concatenate(parts)).astype(np.int64)

@@ -1,0 +1,99 @@
+"""The meta-gradient (Eq. 13-16): fd and jvp agree with exact; the meta pass has no side effects."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metassl.algorithms.meta_gradient import (correct_pseudo_labels, eval_mode, meta_gradient,
+                                              project_to_simplex)
+from metassl.check import agreement
+
+
+def small_net() -> nn.Module:
+    """A small conv net with BN and dropout, so eval-mode handling matters."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(), nn.Dropout(0.3),
+                         nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).double()
+
+
+def batches(model: nn.Module, n: int = 6):
+    g = torch.Generator().manual_seed(1)
+    x_lb = torch.randn(n, 1, 6, 6, generator=g, dtype=torch.float64)
+    y_lb = torch.randint(0, 5, (n,), generator=g)
+    x_ulb = torch.randn(n, 1, 6, 6, generator=g, dtype=torch.float64)
+    with eval_mode(model), torch.no_grad():
+        y_tilde = F.softmax(model(x_ulb), 1)
+    return x_lb, y_lb, x_ulb, y_tilde
+
+
+@pytest.mark.parametrize("phi", ["mse", "kl"])
+def test_fd_and_jvp_agree_with_exact_in_float64(phi):
+    model = small_net()
+    model.train()
+    x_lb, y_lb, x_ulb, y_tilde = batches(model)
+    exact = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="exact", phi=phi)
+    fd = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="fd", phi=phi)
+    jvp = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="jvp", phi=phi)
+    assert exact.abs().max() > 1e-6  # not vacuous
+    a_fd, a_jvp = agreement(fd, exact), agreement(jvp, exact)
+    assert a_fd["cosine"] > 0.99 and a_fd["rel_error"] < 1e-3      # fd: O(eps^2) truncation error
+    assert a_jvp["cosine"] > 0.999999 and a_jvp["rel_error"] < 1e-9  # jvp is exact at y~ = f(x_u)
+
+
+def test_fd_matches_the_authors_formula():
+    """MSE: grad = (softmax(f(theta+eps g)) - softmax(f(theta-eps g))) / eps with eps = 0.01/||g||."""
+    model = small_net().eval()
+    x_lb, y_lb, x_ulb, y_tilde = batches(model)
+    params = list(model.parameters())
+    g = torch.autograd.grad(F.cross_entropy(model(x_lb), y_lb), params)
+    eps = 0.01 / torch.sqrt(sum((gi ** 2).sum() for gi in g))
+    with torch.no_grad():
+        for p, gi in zip(params, g):
+            p.add_(eps * gi)
+        plus = F.softmax(model(x_ulb), 1)
+        for p, gi in zip(params, g):
+            p.sub_(2 * eps * gi)
+        minus = F.softmax(model(x_ulb), 1)
+        for p, gi in zip(params, g):
+            p.add_(eps * gi)
+    expected = (plus - minus) / eps
+    got = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="fd", phi="mse")
+    torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["fd", "jvp", "exact"])
+def test_meta_pass_leaves_parameters_buffers_grads_and_mode_bit_identical(method):
+    model = small_net()
+    model.train()
+    x_lb, y_lb, x_ulb, y_tilde = batches(model)
+    model(x_lb).sum().backward()  # populate .grad, and BN running stats
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method=method)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for p, g in zip(model.parameters(), grads):
+        assert torch.equal(p.grad, g)
+    assert all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("projection", ["relu", "simplex"])
+def test_corrected_pseudo_labels_are_distributions(projection):
+    torch.manual_seed(0)
+    y_tilde = F.softmax(torch.randn(64, 10), 1)
+    grad = torch.randn(64, 10) * 5
+    y_hat = correct_pseudo_labels(y_tilde, grad, 0.1, projection)
+    assert (y_hat >= 0).all()
+    torch.testing.assert_close(y_hat.sum(1), torch.ones(64))
+
+
+def test_simplex_projection_is_the_nearest_distribution():
+    y = torch.tensor([[0.5, 0.8, -0.1], [0.2, 0.2, 0.2], [2.0, 0.0, 0.0]])
+    p = project_to_simplex(y, "simplex")
+    torch.testing.assert_close(p, torch.tensor([[0.35, 0.65, 0.0], [1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0]]))
+
+
+def test_relu_projection_leaves_an_all_zero_row_as_is():
+    y = torch.tensor([[-1.0, -2.0], [0.2, 0.6]])
+    p = project_to_simplex(y, "relu")
+    torch.testing.assert_close(p, torch.tensor([[0.0, 0.0], [0.25, 0.75]]))
