@@ -188,6 +188,26 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         b_ema.copy_(b)
 
 
+def pseudo_label_quality(y_tilde: Tensor, y_hat: Tensor, y_true: Tensor) -> dict[str, Tensor]:
+    """Diagnostics only (benchmarks know the unlabeled labels): accuracy and calibration error (ECE,
+    15 bins) of the plain and corrected pseudo-labels, and how often the correction flips the argmax
+    and whether for the better. Rows with unknown labels (-1) are ignored."""
+    known = y_true >= 0
+    y_tilde, y_hat, y_true = y_tilde[known], y_hat[known], y_true[known]
+    out: dict[str, Tensor] = {}
+    for name, p in (("plain", y_tilde), ("corrected", y_hat)):
+        conf, pred = p.max(1)
+        correct = (pred == y_true).float()
+        bins = (conf * 15).long().clamp(max=14)
+        gap = torch.zeros(15, device=p.device).index_add_(0, bins, conf - correct).abs().sum() / max(1, len(p))
+        out[f"pl_acc_{name}"], out[f"pl_ece_{name}"] = correct.mean(), gap
+    changed = y_tilde.argmax(1) != y_hat.argmax(1)
+    out["pl_changed"] = changed.float().mean()
+    out["pl_changed_better"] = (changed & (y_hat.argmax(1) == y_true)).float().mean()
+    out["pl_changed_worse"] = (changed & (y_tilde.argmax(1) == y_true)).float().mean()
+    return out
+
+
 # --- logging ---------------------------------------------------------------------------------------------
 class Logger:
     """metrics.jsonl (always), TensorBoard events (when tensorboard is installed), a progress line."""
@@ -357,6 +377,9 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
         train_time += time.perf_counter() - t_step
 
         if n % cfg.log_every == 0 or n == cfg.iterations:
+            pseudo = getattr(algo, "last_pseudo_labels", None)
+            if pseudo is not None and batch.y_ulb is not None and bool((batch.y_ulb >= 0).any()):
+                metrics = {**metrics, **pseudo_label_quality(*pseudo, batch.y_ulb)}
             values = {k: v.item() for k, v in metrics.items()}   # the only host sync of a training step
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
