@@ -40,6 +40,23 @@ class Config:
     consistency_weight: float = 1.0  # w, the consistency loss weight at the end of its ramp-up (0..100)
     consistency_rampup: int = 200    # iterations of the linear ramp of w from 0 (0 = no ramp)
     mixup_gamma: float = 0.1         # lam ~ Beta(gamma, gamma) per sample for cross-domain mixup (> 0)
+    # --- baseline algorithms' hyperparameters ---------------------------------------------------------
+    # Defaults are each paper's own values (sources and caveats: docs/ALGORITHMS.md). Every unlabeled-loss
+    # weight here multiplies the shared ramp w(t) above, so with consistency_weight=1 it is the paper's value.
+    pimodel_weight: float = 100.0    # Pi-model w_max on the MSE averaged over classes (Laine & Aila 2017: 100)
+    meanteacher_weight: float = 100.0  # Mean Teacher consistency cost, MSE over classes (Tarvainen & Valpola 2017: 100)
+    meanteacher_ema: float = 0.999   # teacher EMA decay after the ramp, 0.99 during it (Tarvainen & Valpola 2017: 0.999)
+    vat_eps: float = 4.0             # VAT perturbation L2 norm, normalised inputs (Miyato et al. 2018: 8 on 3072-d CIFAR-10, x sqrt(784/3072))
+    vat_weight: float = 1.0          # alpha, weight of the VAT loss (Miyato et al. 2018: 1)
+    vat_entmin: bool = False         # VAT+Ent: add the unlabeled prediction entropy, weight 1 (Miyato et al. 2018)
+    pseudolabel_threshold: float = 0.95  # hard pseudo-labels kept above this confidence (USB / FixMatch variant: 0.95)
+    pseudolabel_weight: float = 1.0  # weight of the pseudo-label CE (USB: 1; Lee 2013 ramps it to 3)
+    mixmatch_k: int = 2              # K, weak views per unlabeled image for label guessing (Berthelot et al. 2019: 2)
+    mixmatch_t: float = 0.5          # sharpening temperature T (Berthelot et al. 2019: 0.5)
+    mixmatch_alpha: float = 0.75     # lam ~ Beta(alpha, alpha), lam = max(lam, 1 - lam) (Berthelot et al. 2019: 0.75)
+    mixmatch_weight: float = 75.0    # lambda_u on the MSE averaged over classes (Berthelot et al. 2019: 75, CIFAR-10)
+    fixmatch_threshold: float = 0.95  # tau, confidence threshold; also metafixmatch (Sohn et al. 2020: 0.95)
+    fixmatch_weight: float = 1.0     # lambda_u; also metafixmatch (Sohn et al. 2020: 1)
     # --- optimisation ---------------------------------------------------------------------------------
     iterations: int = 3000           # training iterations (one labeled + one unlabeled batch each)
     batch_size: int = 64             # labeled images per iteration

@@ -48,7 +48,7 @@ def resolve_device(name: str) -> torch.device:
 class DeviceData:
     """The whole data set as uint8 NCHW tensors on the training device, plus the split."""
 
-    x_train: Tensor           # uint8 (N, C, H, W); unlabeled-only images appended after the labeled pool
+    x_train: Tensor           # uint8 (N, C, H, W) (or float, used as is); unlabeled-only images appended last
     y_train: Tensor           # int64 (N,), -1 for unlabeled-only images
     x_test: Tensor
     y_test: Tensor
@@ -67,8 +67,9 @@ class DeviceData:
         return self.x_train.shape[1], self.x_train.shape[2]
 
     def view(self, x_u8: Tensor, kind: str) -> Tensor:
-        """One augmented, normalised view of a uint8 batch: 'weak' (translate+flip), 'strong' or 'none'."""
-        x = to_float(x_u8)
+        """One augmented, normalised view of a batch: 'weak' (translate+flip), 'strong' or 'none'. uint8 images
+        are mapped to [0, 1]; float inputs (tabular features as (N, D, 1, 1), see estimator.py) are used as is."""
+        x = to_float(x_u8) if x_u8.dtype == torch.uint8 else x_u8
         if kind == "weak":
             x = weak_augment(x, self.translate, self.flip)
         elif kind == "strong":
@@ -168,9 +169,9 @@ def consistency_weight_at(it: int, cfg: Config) -> float:
 # --- evaluation and EMA ----------------------------------------------------------------------------------
 @torch.no_grad()
 def predict_logits(model: nn.Module, x_u8: Tensor, mean: Tensor, std: Tensor, batch_size: int) -> Tensor:
-    """Eval-mode logits (N, K) for uint8 images, in chunks."""
+    """Eval-mode logits (N, K) for uint8 images (float inputs are used as is), in chunks."""
     with eval_mode(model):
-        return torch.cat([model(normalize(to_float(x_u8[i:i + batch_size]), mean, std)).float()
+        return torch.cat([model(normalize(x_u8[i:i + batch_size], mean, std)).float()
                           for i in range(0, len(x_u8), batch_size)])
 
 
