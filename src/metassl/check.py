@@ -27,6 +27,25 @@ def agreement(approx: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
     return {"cosine": cos, "rel_error": rel}
 
 
+@torch.no_grad()
+def calibrate_bn(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """Set BN running statistics to the batch statistics of `x` (cumulative average, restored momentum).
+
+    The meta pass runs in eval mode; with the init statistics (mean 0, var 1) a deep net's logits
+    explode and the check would measure a saturated softmax no trained network has.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    model(x)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    model.eval()
+
+
 def check_model(name: str, batch: int = 8, num_classes: int = 10, seed: int = 0,
                 eps_scale: float = 0.01) -> dict[str, Any]:
     """Agreement of fd and jvp with exact for backbone `name`, for each Phi, in float64."""
@@ -36,6 +55,7 @@ def check_model(name: str, batch: int = 8, num_classes: int = 10, seed: int = 0,
     x_lb = torch.randn(batch, channels, size, size, dtype=torch.float64)
     y_lb = torch.randint(0, num_classes, (batch,))
     x_ulb = torch.randn(batch, channels, size, size, dtype=torch.float64)
+    calibrate_bn(model, torch.cat([x_lb, x_ulb]))
     with eval_mode(model), torch.no_grad():
         y_tilde = F.softmax(model(x_ulb), dim=1)
     out: dict[str, Any] = {"model": name, "batch": batch, "dtype": "float64", "eps_scale": eps_scale}

@@ -3,9 +3,14 @@
 `last.pt` is the newest checkpoint and `prev.pt` the one before it. Loading uses
 `torch.load(weights_only=True)` (no arbitrary pickle execution) and falls back to `prev.pt`, with a
 warning, when `last.pt` is missing, truncated or corrupt.
+
+torch's zip format does not check its CRCs on load, so a flipped bit inside a tensor would load
+silently; every checkpoint therefore carries a digest of its whole content (`_digest`, BLAKE2b over
+every tensor's bytes, dtype and shape and every other value), checked on load.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -16,6 +21,7 @@ import torch
 from .errors import UserError
 
 LAST, PREV = "last.pt", "prev.pt"
+DIGEST_KEY = "_digest"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -43,15 +49,49 @@ def atomic_write_text(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
+def _update(h: Any, obj: Any) -> None:
+    """Feed `obj` (nested dicts/lists/tuples of tensors and plain values) into the hash, canonically."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)};".encode())
+        for k, v in obj.items():
+            _update(h, k)
+            _update(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__[0]}{len(obj)};".encode())
+        for v in obj:
+            _update(h, v)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def digest(state: dict[str, Any]) -> str:
+    """Hex BLAKE2b of a checkpoint's content (without its own digest entry)."""
+    h = hashlib.blake2b(digest_size=16)
+    _update(h, {k: v for k, v in state.items() if k != DIGEST_KEY})
+    return h.hexdigest()
+
+
 def save(state: dict[str, Any], run_dir: Path) -> None:
     """Write `state` as the new `last.pt`; the old `last.pt` becomes `prev.pt`. A kill at any point
-    leaves at least one complete checkpoint on disk."""
+    leaves at least one complete checkpoint on disk: the new file is complete and fsynced before any
+    rename, and between the two renames `prev.pt` holds the previous one (load falls back to it).
+    A failed write (disk full) removes the partial file and leaves both checkpoints as they were."""
     run_dir = Path(run_dir)
     tmp = run_dir / (LAST + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({**state, DIGEST_KEY: digest(state)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write checkpoint {tmp}: {e.strerror or e}; the previous checkpoint in "
+                        f"{run_dir} is kept") from None
     last = run_dir / LAST
     if last.exists():
         os.replace(last, run_dir / PREV)
@@ -60,7 +100,14 @@ def save(state: dict[str, Any], run_dir: Path) -> None:
 
 
 def _load_one(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """One checkpoint file, or an exception saying why it is not usable."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "iteration" not in state or "model" not in state:
+        raise ValueError("not a metassl checkpoint")
+    expected = state.pop(DIGEST_KEY, None)
+    if expected is not None and digest(state) != expected:   # files from before digests have none
+        raise ValueError("content does not match its digest (corrupt)")
+    return state
 
 
 def load(run_dir: Path) -> dict[str, Any]:
@@ -70,16 +117,16 @@ def load(run_dir: Path) -> dict[str, Any]:
     for name in (LAST, PREV):
         path = run_dir / name
         if not path.exists():
+            errors.append(f"{name}: missing")
             continue
         try:
             state = _load_one(path)
-            if not isinstance(state, dict) or "iteration" not in state:
-                raise ValueError("not a metassl checkpoint")
-            if name == PREV:
-                print(f"metassl: warning: {LAST} in {run_dir} is unreadable ({errors[-1] if errors else 'missing'}); "
-                      f"resuming from {PREV}", file=sys.stderr)
-            return state
         except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
-            errors.append(f"{name}: {type(e).__name__}")
-    detail = "; ".join(errors) if errors else "no checkpoint file"
-    raise UserError(f"no readable checkpoint in {run_dir} ({detail}); start a new run without --resume")
+            errors.append(f"{name}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+            continue
+        if name == PREV:
+            print(f"metassl: warning: {run_dir / LAST} is unusable ({errors[-1]}); resuming from {PREV} "
+                  f"(iteration {state['iteration']})", file=sys.stderr)
+        return state
+    raise UserError(f"no readable checkpoint in {run_dir} ({'; '.join(errors)}); start the run again "
+                    f"with --force (without --resume)")

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"metassl: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:                      # SIGINT/SIGTERM: checkpoint written, 128 + signal
+        print(f"metassl: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("metassl: interrupted", file=sys.stderr)
         return 130

@@ -8,12 +8,15 @@ atomic checkpoints, logs. Algorithms only define their step (see algorithms/base
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
 import platform
+import signal
 import statistics
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from .algorithms.meta_gradient import eval_mode
 from .config import Config, from_dict, parse_steps, to_dict
 from .data import ImageData, Split, labeled_split, load_dataset
 from .data.augment import channel_stats, normalize, strong_augment, to_float, weak_augment
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .models import build_model
 
 
@@ -268,20 +271,120 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def open_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Never overwrite a run without --resume or --force."""
+class DivergenceWatch:
+    """NaN/Inf in a loss term or in the pseudo-labels, tracked on the device with no host sync per step: it
+    keeps the first iteration at which a watched term stopped being finite, and which terms those were.
+    `check` syncs once (the trainer calls it on logging, evaluation and checkpoint steps)."""
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+        self.first: Tensor | None = None   # 0-dim int64: first bad iteration (1-based), -1 while all finite
+        self.flags: Tensor | None = None   # bool (len(names),): which terms were not finite then
+
+    def update(self, n: int, terms: dict[str, Tensor]) -> None:
+        terms = {k: v for k, v in terms.items() if isinstance(v, Tensor)}
+        if not terms:
+            return
+        finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()])
+        if tuple(terms) != self.names:          # the first step, or an algorithm whose terms vary
+            if self.check() is not None:
+                return                          # keep the first divergence
+            self.names = tuple(terms)
+            self.first = torch.full((), -1, dtype=torch.long, device=finite.device)
+            self.flags = torch.zeros_like(finite)
+        newly = (self.first < 0) & ~finite.all()
+        self.first = self.first.masked_fill(newly, n)
+        self.flags = torch.where(newly, ~finite, self.flags)
+
+    def check(self) -> tuple[int, list[str]] | None:
+        """(first bad iteration, the terms that were NaN/Inf there), or None while everything is finite."""
+        if self.first is None or int(self.first) < 0:
+            return None
+        return int(self.first), [k for k, bad in zip(self.names, self.flags.tolist()) if bad]
+
+
+def nonfinite_weights(*modules: nn.Module | None) -> list[str]:
+    """Names of floating-point parameters/buffers holding NaN or Inf (one host sync)."""
+    named = [(k, v) for m in modules if m is not None for k, v in m.state_dict().items() if v.is_floating_point()]
+    if not named:
+        return []
+    ok = torch.stack([torch.isfinite(v).all() for _, v in named]).tolist()
+    return [k for (k, _), good in zip(named, ok) if not good]
+
+
+class StopSignals:
+    """SIGINT/SIGTERM during training: finish the current iteration, write a checkpoint, stop with
+    `Interrupted` (exit status 128 + signal). Before the run is armed (its directory not yet written) or on
+    a second signal it stops at once: nothing half-written is left either way, checkpoints being atomic.
+    Installed only from the main thread; the previous handlers are restored on exit."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.armed = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.armed and self.signum is None:
+            self.signum = signum
+            print(f"metassl: {name} received: stopping after this iteration's checkpoint", file=sys.stderr, flush=True)
+            return
+        why = "again" if self.signum is not None else "before the run started; nothing was written"
+        raise Interrupted(f"interrupted by {name} {why}", 128 + signum)
+
+
+_STOP: StopSignals | None = None   # the handlers of the train() call in progress (see _stoppable)
+
+
+def _stoppable(fn):
+    """Run `fn` (train) with StopSignals installed and reachable as _STOP; restore everything afterwards."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _STOP
+        outer, _STOP = _STOP, StopSignals()
+        try:
+            with _STOP:
+                return fn(*args, **kwargs)
+        finally:
+            _STOP = outer
+    return wrapper
+
+
+def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """Never overwrite a run without --resume or --force (checks only: creates and deletes nothing)."""
     if resume:
         if not (run_dir / "config.json").exists():
             raise UserError(f"cannot resume: {run_dir} holds no metassl run (no config.json)")
         return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} is a file; pass another --out")
+    if run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise UserError(f"run directory {run_dir} already exists; pass --resume to continue it or --force to overwrite")
+
+
+def open_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """Create (or with --force clear) the run directory; called only once all input has been validated."""
+    check_run_dir(run_dir, resume, force)
+    if resume:
+        return
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise UserError(f"run directory {run_dir} already exists; pass --resume to continue it or --force to overwrite")
         for name in ("last.pt", "prev.pt", "metrics.jsonl", "results.json", "split.json", "config.json"):
             (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+@_stoppable
 def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, data: ImageData | None = None,
           resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (or resume it) and return the results dict written to results.json.
@@ -289,7 +392,8 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     `model` may be any nn.Module mapping (N, C, H, W) floats to (N, K) logits; `data` any ImageData.
     """
     run_dir = Path(run_dir)
-    open_run_dir(run_dir, resume, force)
+    stop = _STOP or StopSignals()
+    check_run_dir(run_dir, resume, force)      # created only below, once config, data and split are valid
     if resume:
         cfg = from_dict(json.loads((run_dir / "config.json").read_text())).resolved()
     if cfg.threads:
@@ -302,9 +406,6 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     num_labels = -1 if getattr(algo, "all_labels", False) else cfg.num_labels
     split = labeled_split(data.y_train, num_labels, data.num_classes, cfg.split_seed, cfg.num_val,
                           cfg.include_labeled_in_unlabeled)
-    if not resume:
-        checkpoint.atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
-        checkpoint.atomic_write_text(run_dir / "split.json", json.dumps(split.to_dict()))
     dd = prepare_data(cfg, data, split, device)
 
     torch.manual_seed(cfg.seed)
@@ -323,6 +424,11 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     if algo.uses_unlabeled and ulb is None:
         raise UserError(f"algorithm={cfg.algorithm} needs unlabeled images but the split leaves none; "
                         "lower num_labels or set include_labeled_in_unlabeled=true")
+    stop.armed = True                          # from here on SIGINT/SIGTERM stop with a checkpoint
+    if not resume:
+        open_run_dir(run_dir, resume, force)
+        checkpoint.atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
+        checkpoint.atomic_write_text(run_dir / "split.json", json.dumps(split.to_dict()))
 
     start, history, elapsed, train_time = 0, [], 0.0, 0.0
     logger = Logger(run_dir, cfg.iterations, quiet)
@@ -347,8 +453,26 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     eval_model = ema if ema is not None else model
     t0, t_seg, it_seg = time.perf_counter(), time.perf_counter(), start
     latest_err = history[-1]["test_error"] if history else None
+    watch, last_saved = DivergenceWatch(), (start if resume else None)
+
+    def guard(n: int) -> None:
+        """NaN/Inf in a loss, the pseudo-labels or the weights: stop before iteration n is logged, evaluated or
+        saved, so the newest checkpoint on disk stays the last good one."""
+        found = watch.check()
+        if found is None:
+            bad = nonfinite_weights(model, ema)
+            if not bad:
+                return
+            found = (n, [f"the model weights ({bad[0]}{', ...' if len(bad) > 1 else ''})"])
+        first, terms = found
+        kept = (f"the last good checkpoint (iteration {last_saved}) is kept in {run_dir}" if last_saved is not None
+                else f"no checkpoint was written to {run_dir}")
+        raise UserError(f"training diverged at iteration {first}: {', '.join(terms)} {'is' if len(terms) == 1 else 'are'} "
+                        f"NaN/Inf; stopped at iteration {n} and {kept}; try a smaller lr or beta")
 
     def save(it: int) -> None:
+        nonlocal last_saved
+        last_saved = it
         checkpoint.save({"iteration": it, "model": model.state_dict(), "optimizer": opt.state_dict(),
                          "ema": ema.state_dict() if ema is not None else {}, "algorithm": algo.state_dict(),
                          "sampler_lb": lb.state_dict(), "sampler_ulb": ulb.state_dict() if ulb else {},
@@ -373,19 +497,19 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
         if ema is not None:
             ema_update(ema, model, cfg.ema)
         n = it + 1
+        pseudo = getattr(algo, "last_pseudo_labels", None)
+        watch.update(n, {"loss": loss.detach(), **metrics,
+                         **({"pseudo_labels_plain": pseudo[0], "pseudo_labels": pseudo[1]} if pseudo else {})})
         if device.type == "cuda" and (n % cfg.log_every == 0 or n % cfg.eval_every == 0):
             torch.cuda.synchronize()
         train_time += time.perf_counter() - t_step
 
+        if n == cfg.iterations or not (n % cfg.log_every and n % cfg.eval_every):
+            guard(n)                           # NaN/Inf: stop before this iteration is logged or evaluated
         if n % cfg.log_every == 0 or n == cfg.iterations:
-            pseudo = getattr(algo, "last_pseudo_labels", None)
             if pseudo is not None and batch.y_ulb is not None and bool((batch.y_ulb >= 0).any()):
                 metrics = {**metrics, **pseudo_label_quality(*pseudo, batch.y_ulb)}
-            values = {k: v.item() for k, v in metrics.items()}   # the only host sync of a training step
-            bad = [k for k, v in values.items() if not math.isfinite(v)]
-            if bad:
-                raise UserError(f"training diverged at iteration {n}: {bad[0]} is {values[bad[0]]}; the last good "
-                                f"checkpoint is kept in {run_dir} (try a smaller lr or beta)")
+            values = {k: v.item() for k, v in metrics.items()}   # host syncs only on logging steps
             logger.write({"iteration": n, "kind": "train", "lr": lr, "beta": ctx.beta,
                           "consistency_weight": ctx.consistency_weight, **values})
             rate = (n - it_seg) / max(1e-9, time.perf_counter() - t_seg)
@@ -400,8 +524,13 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
             history.append(record)
             latest_err = record["test_error"]
             logger.write(record)
-        if n % cfg.checkpoint_every == 0 or n == cfg.iterations:
+        if n % cfg.checkpoint_every == 0 or n == cfg.iterations or stop.signum is not None:
+            guard(n)                           # never write a NaN checkpoint over the last good one
             save(n)
+        if stop.signum is not None and n < cfg.iterations:
+            logger.close()
+            raise Interrupted(f"stopped by {signal.Signals(stop.signum).name} after iteration {n}/{cfg.iterations}; "
+                              f"checkpoint saved; continue with: metassl train --resume {run_dir}", 128 + stop.signum)
     logger.close()
 
     errors = [h["test_error"] for h in history]

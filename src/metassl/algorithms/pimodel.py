@@ -1,0 +1,49 @@
+"""Pi-model (Laine & Aila, ICLR 2017, Sec. 2.1): two stochastic passes over each unlabeled image agree.
+
+    loss = CE(f(x_lb), y_lb) + w(t) * pimodel_weight * (1/C) || softmax f(x_u') - sg[softmax f(x_u'')] ||^2
+
+x_u', x_u'' are two independent weak views (translate + flip) and the passes differ in dropout too.
+Choice: the target branch is detached (sg), as in the common modern implementations (google-research
+fixmatch `pi_model.py`, USB); Laine & Aila back-propagate through both branches. With the detached target,
+this file differs from meanteacher.py only in who produces the target: the student itself here.
+w(t) is the shared ramp (consistency_weight, consistency_rampup); pimodel_weight = their w_max = 100
+(their M/N factor cancels their labeled loss being averaged over the whole mixed batch, see docs).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import Config
+from .base import Algorithm, Batch, StepContext, register
+from .common import check, softmax_mse
+
+
+class PiModel(Algorithm):
+    views = ("weak", "weak")
+
+    def __init__(self, pimodel_weight: float = 100.0) -> None:
+        self.pimodel_weight = pimodel_weight
+
+    def target(self, model: nn.Module, x: Tensor) -> Tensor:
+        """The consistency target (B_u, C): the student's own softmax on the second view, no gradient."""
+        with torch.no_grad():
+            return F.softmax(model(x).float(), dim=1)
+
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+        (x_ulb_1, x_ulb_2) = batch.x_ulb
+        logits_x_lb = model(batch.x_lb).float()                          # (B_l, C)
+        logits_x_ulb_1 = model(x_ulb_1).float()                          # (B_u, C), carries the gradient
+        p_target = self.target(model, x_ulb_2)                           # (B_u, C)
+        loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
+        loss_cons = softmax_mse(logits_x_ulb_1, p_target)
+        loss = loss_cls + ctx.consistency_weight * self.pimodel_weight * loss_cons
+        self.last_pseudo_labels = (p_target, p_target)   # diagnostics only
+        return loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_cons": loss_cons.detach()}
+
+
+@register("pimodel")
+def _build(cfg: Config) -> PiModel:
+    check("pimodel_weight", cfg.pimodel_weight, cfg.pimodel_weight >= 0, "a number >= 0")
+    return PiModel(cfg.pimodel_weight)
