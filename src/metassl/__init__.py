@@ -6,4 +6,12 @@ from .errors import UserError
 __version__ = "0.1.0"
 
 
-__all__ = ["Config", "build_config", "UserError", "meta_gradient", "correct_pseudo_labels"]
+__all__ = ["Config", "build_config", "UserError", "meta_gradient", "correct_pseudo_labels", "MetaSSLClassifier"]
+
+
+def __getattr__(name: str):
+    """Lazy exports: `metassl.MetaSSLClassifier` imports scikit-learn only when asked for."""
+    if name == "MetaSSLClassifier":
+        from .estimator import MetaSSLClassifier
+        return MetaSSLClassifier
+    raise AttributeError(f"module 'metassl' has no attribute {name!r}")

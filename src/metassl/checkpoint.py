@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,8 @@ def load(run_dir: Path) -> dict[str, Any]:
         try:
             state = _load_one(path)
         except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
-            errors.append(f"{name}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+            detail = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())   # one line, no terminal colours
+            errors.append(f"{name}: {type(e).__name__}: {detail[:160]}")
             continue
         if name == PREV:
             print(f"metassl: warning: {run_dir / LAST} is unusable ({errors[-1]}); resuming from {PREV} "

@@ -1,9 +1,12 @@
-"""Command line: `metassl train | eval | presets | check | algorithms`.
+"""Command line: `metassl train | eval | presets | check | algorithms | bench | plot | features | predict`.
 
     metassl train --preset fmnist-1000 iterations=200 device=cpu --out runs/quick
     metassl train --resume runs/quick
     metassl eval runs/quick
     metassl check --model convlarge --json
+    metassl bench fmnist-1000 --quick
+    metassl plot runs/quick runs/other --out plots/
+    metassl predict runs/quick images/ --out predictions.csv
 
 Bad input prints one line `metassl: error: ...` and exits with status 2.
 """
@@ -16,6 +19,14 @@ import time
 from pathlib import Path
 
 from .errors import Interrupted, UserError
+
+
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks escaped (a path or value may hold one): an error is always exactly one line."""
+    return "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,6 +108,61 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+    from .config import parse_overrides
+
+    text = args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2")
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r} is not allowed; give comma-separated integers, e.g. 0,1,2") from None
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
+    rows = run_bench(args.suite, seeds=seeds, algorithms=algorithms, quick=args.quick, out=args.out,
+                     overrides=parse_overrides(args.overrides), quiet=not args.progress)
+    out = args.out or f"runs/bench/{args.suite}{'-quick' if args.quick else ''}"
+    print(f"{len(rows)} runs; tables in {out}/summary.md, rows in {out}/summary.csv")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_runs
+
+    for path in plot_runs(args.run_dirs, args.out):
+        print(path)
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from .features import plot_features
+
+    print(plot_features(args.run_dir, args.out, n=args.n, device=args.device))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict, write_csv
+
+    names, probs, classes = predict(args.run_dir, args.input, device=args.device)
+    write_csv(names, probs, classes, args.out)
+    if args.out:
+        print(f"{len(names)} predictions -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench_step(args: argparse.Namespace) -> int:
+    from .bench_step import VARIANTS, bench_step, format_table
+
+    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    for v in variants or []:
+        if v not in VARIANTS:
+            raise UserError(f"--variants: unknown variant {v!r}; choose from: {', '.join(VARIANTS)}")
+    res = bench_step(args.model, args.batch, args.device, args.repeat, variants, not args.no_channels_last,
+                     memory=not args.no_memory)
+    print(json.dumps(res) if args.json else format_table(res))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="metassl", description="Semi-supervised image classification with meta-gradient.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -121,12 +187,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the presets").set_defaults(func=cmd_presets)
     sub.add_parser("algorithms", help="list the algorithms").set_defaults(func=cmd_algorithms)
 
+    b = sub.add_parser("bench-step", help="time one training step per variant (interleaved, one process)")
+    b.add_argument("--model", default="cnn")
+    b.add_argument("--batch", type=int, default=64, help="labeled = unlabeled batch size")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--repeat", type=int, default=10)
+    b.add_argument("--variants", help="comma-separated subset of the variants")
+    b.add_argument("--no-channels-last", action="store_true")
+    b.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench_step)
+
     c = sub.add_parser("check", help="how well fd and jvp meta-gradients agree with exact for a backbone")
     c.add_argument("--model", help="backbone name (default: every registered backbone)")
     c.add_argument("--batch", type=int, default=8)
     c.add_argument("--eps-scale", type=float, default=0.01)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check)
+
+    b = sub.add_parser("bench", help="every algorithm under one protocol; comparison, ablation and cost tables")
+    b.add_argument("suite", help="fmnist-1000 | fmnist-100")
+    b.add_argument("overrides", nargs="*", metavar="key=value", help="change the protocol for every run, e.g. device=cuda")
+    b.add_argument("--seeds", help="comma-separated run (= split) seeds (default 0,1,2; 0 with --quick)")
+    b.add_argument("--algorithms", help="comma-separated algorithms (default: all; vat-ent = vat with vat_entmin)")
+    b.add_argument("--quick", action="store_true", help="small budget, a smoke run of the whole bench (~10 min on 2 cores)")
+    b.add_argument("--out", help="bench directory (default runs/bench/<suite>[-quick]); re-run to finish a bench")
+    b.add_argument("--progress", action="store_true", help="show each run's progress line")
+    b.set_defaults(func=cmd_bench)
+
+    pl = sub.add_parser("plot", help="PNGs of test error, losses and pseudo-label quality of one or more runs")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pl.add_argument("--out", help="output folder (default: the run for one run, plots/ for several)")
+    pl.set_defaults(func=cmd_plot)
+
+    f = sub.add_parser("features", help="t-SNE of a run's penultimate-layer features of test images")
+    f.add_argument("run_dir")
+    f.add_argument("--out", help="PNG file (default RUN_DIR/features_tsne.png)")
+    f.add_argument("--n", type=int, default=2000, help="test images in the plot (class-stratified sample)")
+    f.add_argument("--device", default="auto")
+    f.set_defaults(func=cmd_features)
+
+    pr = sub.add_parser("predict", help="CSV of predicted class and probabilities for an .npz or an image folder")
+    pr.add_argument("run_dir")
+    pr.add_argument("input", help=".npz with key x (uint8 N x H x W [x C]) or a folder of images")
+    pr.add_argument("--out", help="CSV file (default: stdout)")
+    pr.add_argument("--device", default="auto")
+    pr.set_defaults(func=cmd_predict)
     return p
 
 
@@ -135,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as e:
-        print(f"metassl: error: {e}", file=sys.stderr)
+        print(f"metassl: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except Interrupted as e:                      # SIGINT/SIGTERM: checkpoint written, 128 + signal
-        print(f"metassl: {e}", file=sys.stderr)
+        print(f"metassl: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("metassl: interrupted", file=sys.stderr)

@@ -32,6 +32,8 @@ class Config:
     algorithm: str = "metamixup"     # metamixup (the method) | meta | mixup | neither | see `metassl algorithms`
     meta_method: str = "fd"          # fd (Eq. 15/16) | jvp (forward-mode, no eps error) | exact (second order)
     meta_phi: str = "mse"            # Phi inside the meta-gradient: mse | kl
+    meta_fused: bool = True          # fd: y~ = softmax(mean of the two perturbed logits), one forward fewer (O(eps^2))
+    meta_batched: bool = False       # fd: run the two perturbed forwards as one vmapped call
     eps_scale: float = 0.01          # finite-difference step: eps = eps_scale / ||g_l|| (the authors: 0.01)
     beta_schedule: str = "lr"        # lr: beta_t = beta * lr_t (authors, beta=1) | constant: beta_t = beta | cosine
     beta: float = 1.0                # multiplier of lr (beta_schedule=lr) or the value/peak (constant, cosine)
@@ -145,6 +147,9 @@ def validate(c: Config) -> None:
     from .algorithms import ALGORITHMS  # late import: algorithms import config types
     if c.algorithm not in ALGORITHMS:
         raise UserError(f"algorithm={c.algorithm!r} is unknown; choose one of: {', '.join(sorted(ALGORITHMS))}")
+    if getattr(ALGORITHMS[c.algorithm](c), "mixup", False) and c.unlabeled_batch_size != c.batch_size:
+        raise UserError(f"algorithm={c.algorithm} mixes each labeled image with one unlabeled image, so "
+                        f"unlabeled_batch_size={c.unlabeled_batch_size} must equal batch_size={c.batch_size} (or be 0)")
     from .models import model_names
     if c.model not in model_names():
         raise UserError(f"model={c.model!r} is unknown; choose one of: {', '.join(model_names())}")
@@ -274,6 +279,20 @@ def to_dict(c: Config) -> dict[str, Any]:
 def from_dict(d: dict[str, Any]) -> Config:
     """Rebuild a saved config (keys unknown to this version are an error, not silently dropped)."""
     return Config(**{k: coerce(k, v) for k, v in d.items()})
+
+
+def load_saved(path: str | Path) -> Config:
+    """A run directory's config.json; a damaged file is a one-line UserError, not a JSON traceback."""
+    import json
+
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"cannot read the saved config {path}: {' '.join(str(e).split())}; the run directory "
+                        f"is damaged") from None
+    if not isinstance(d, dict):
+        raise UserError(f"saved config {path} holds a {type(d).__name__}, expected a mapping of key: value")
+    return from_dict(d)
 
 
 def describe_keys() -> str:

@@ -50,7 +50,8 @@ try:
         validate_data = None
     _BASES: tuple[type, ...] = (ClassifierMixin, BaseEstimator)
 except ImportError:                                                    # scikit-learn is optional
-    BaseEstimator = ClassifierMixin = check_classification_targets = check_random_state = validate_data = None
+    BaseEstimator = ClassifierMixin = check_classification_targets = check_is_fitted = check_random_state = None
+    validate_data = None
 
     class _Params:
         """scikit-learn's get_params/set_params/score conventions, for when it is not installed."""
@@ -145,9 +146,9 @@ class MetaSSLClassifier(*_BASES):
         X, y = self._validate(X, y)
         if X.ndim not in (2, 3, 4):
             raise ValueError(f"X must be (N, D) rows or (N, H, W[, C]) images, got shape {X.shape}")
-        if check_classification_targets is not None:
-            check_classification_targets(y)
         unlabeled = np.asarray(y == -1, bool) if y.dtype.kind in "iufO" else np.zeros(len(y), bool)
+        if check_classification_targets is not None:
+            check_classification_targets(y[~unlabeled])
         self.classes_, y_enc = np.unique(y[~unlabeled], return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"{type(self).__name__} needs labeled rows (y != -1) of at least 2 classes; "
@@ -165,21 +166,23 @@ class MetaSSLClassifier(*_BASES):
             raise ValueError(f"model='mlp' needs square images, got {height}x{width}; use model='cnn'")
         if not tabular and (x.std(axis=(0, 1, 2)) == 0).any():
             raise ValueError("an image channel is constant over X; drop it (its std of 0 would divide by zero)")
-        n = int(self.iterations) if isinstance(self.iterations, (int, np.integer)) else self.iterations
-        seed = self._seed()
+        n, seed = self.iterations, self._seed()
         try:
             cfg = Config(algorithm=self.algorithm, model=model, iterations=n, batch_size=self.batch_size, lr=self.lr,
                          num_labels=-1, include_labeled_in_unlabeled=not unlabeled.any(), flip="false",
                          translate=2 if not tabular and min(height, width) >= 8 else 0,
                          warmup=n // 10, consistency_rampup=n // 5, seed=seed, split_seed=seed, device=self.device,
                          eval_every=n, checkpoint_every=n, log_every=max(1, n // 10)).resolved()
-            # the trainer's "test" set is the labeled rows: its error there is results_["test_error"]
-            data = ImageData(x[~unlabeled], y_enc, x[~unlabeled], y_enc, [str(c) for c in self.classes_],
-                             flip=False, x_unlabeled=x[unlabeled] if unlabeled.any() else None, name="estimator")
+        except (UserError, TypeError) as e:                             # a bad parameter value or type
+            raise ValueError(f"{type(self).__name__}: {e}") from None
+        # the trainer's "test" set is the labeled rows: its error there is results_["test_error"]
+        data = ImageData(x[~unlabeled], y_enc, x[~unlabeled], y_enc, [str(c) for c in self.classes_],
+                         flip=False, x_unlabeled=x[unlabeled] if unlabeled.any() else None, name="estimator")
+        try:
             with tempfile.TemporaryDirectory(prefix="metassl-") as tmp:
                 self.results_ = train(cfg, Path(tmp) / "run", data=data, quiet=True)
                 self.model_, _, state = load_run(Path(tmp) / "run", self.device)
-        except (UserError, TypeError) as e:
+        except UserError as e:                                          # e.g. divergence, model too big for X
             raise ValueError(f"{type(self).__name__}: {e}") from None
         self.mean_, self.std_ = state["mean"], state["std"]
         return self
@@ -207,4 +210,5 @@ class MetaSSLClassifier(*_BASES):
 
     def predict(self, X) -> np.ndarray:
         """Predicted labels (N,), values from classes_."""
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)                                    # checks fitted first
+        return self.classes_[proba.argmax(axis=1)]

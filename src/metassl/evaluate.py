@@ -1,12 +1,11 @@
 """Evaluate a finished or interrupted run from its checkpoint (the weights the run itself evaluated)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from . import checkpoint
-from .config import from_dict
+from .config import load_saved
 from .data import load_dataset
 from .errors import UserError
 from .models import build_model
@@ -17,7 +16,7 @@ def load_run(run_dir: Path, device: str = "auto") -> tuple[Any, Any, dict[str, A
     """(model with the evaluated weights loaded, config, checkpoint state) of a run directory."""
     if not (run_dir / "config.json").exists():
         raise UserError(f"{run_dir} holds no metassl run (no config.json)")
-    cfg = from_dict(json.loads((run_dir / "config.json").read_text()))
+    cfg = load_saved(run_dir / "config.json")
     state = checkpoint.load(run_dir)
     dev = resolve_device(device)
     weights = state["ema"] if state.get("ema") else state["model"]

@@ -77,9 +77,10 @@ def plot_features(run_dir: str | Path, out: str | Path | None = None, n: int = 2
                        label=name)
     if len(classes) <= 20:
         ax.legend(markerscale=3, fontsize=8, loc="best")
-    ax.set(xticks=[], yticks=[], title=f"t-SNE of penultimate features: {cfg.algorithm} on {cfg.dataset}, "
-                                       f"{len(idx)} test images, iteration {state['iteration']}")
-    ax.title.set_fontsize(9)
+    dataset = Path(cfg.dataset).name if cfg.dataset.lower().endswith(".npz") else cfg.dataset
+    ax.set(xticks=[], yticks=[], title=f"t-SNE of penultimate features: {cfg.algorithm} on {dataset}\n"
+                                       f"{len(idx)} test images, iteration {state['iteration']}, {run_dir.name}")
+    ax.title.set_fontsize(10)
     out = Path(out) if out else run_dir / "features_tsne.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

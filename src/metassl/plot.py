@@ -140,20 +140,21 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> 
     pl_runs = [run for run in runs if len(series(run[0], "train", "pl_acc_plain")[0])]
     if pl_runs:
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-        panels = [(axes[0], "accuracy", [("pl_acc_plain", "--", "plain"), ("pl_acc_corrected", "-", "corrected")]),
-                  (axes[1], "calibration error (ECE)",
+        panels = [(axes[0], "accuracy", "accuracy",
+                   [("pl_acc_plain", "--", "plain"), ("pl_acc_corrected", "-", "corrected")]),
+                  (axes[1], "calibration error", "ECE (15 bins)",
                    [("pl_ece_plain", "--", "plain"), ("pl_ece_corrected", "-", "corrected")]),
-                  (axes[2], "argmax changed by the correction",
+                  (axes[2], "argmax changed", "fraction of the unlabeled batch",
                    [("pl_changed", "-", "changed"), ("pl_changed_better", "-.", "to right"),
                     ("pl_changed_worse", ":", "from right")])]
-        for ax, title, curves in panels:
+        for ax, title, ylabel, curves in panels:
             for records, label, color in pl_runs:
                 for key, style, what in curves:
                     it, v = series(records, "train", key)
                     if len(it):
                         ax.plot(it, v, color=color, alpha=0.25, linewidth=0.8)
                         ax.plot(it, smooth(v), color=color, linestyle=style, label=f"{label}: {what}")
-            ax.set(xlabel="iteration", ylabel="fraction of unlabeled batch", title=f"Pseudo-labels: {title}")
+            ax.set(xlabel="iteration", ylabel=ylabel, title=f"Pseudo-labels: {title}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         save(fig, "pseudo_labels.png")

@@ -39,6 +39,8 @@ def read_input(path: Path, channels: int, size: int) -> tuple[list[str], np.ndar
             from PIL import Image
             x = np.stack([np.asarray(Image.fromarray(im).convert("L")) for im in x])[..., None]
         return [f.relative_to(path).as_posix() for f in files], x
+    if not path.exists():
+        raise UserError(f"INPUT {path} does not exist; pass an .npz file or a folder of images")
     if path.suffix.lower() != ".npz" or not path.is_file():
         raise UserError(f"INPUT {path} is neither an image folder nor an .npz file")
     arrays = formats.read_npz(path)
@@ -51,7 +53,8 @@ def read_input(path: Path, channels: int, size: int) -> tuple[list[str], np.ndar
     return [str(i) for i in range(len(x))], x
 
 
-def predict(run_dir: str | Path, input_path: str | Path, device: str = "auto") -> tuple[list[str], np.ndarray, list[str]]:
+def predict(run_dir: str | Path, input_path: str | Path,
+            device: str = "auto") -> tuple[list[str], np.ndarray, list[str]]:
     """(names, probabilities (N, K) float64, class names) for the images at input_path."""
     from .evaluate import load_run
     from .train import predict_logits

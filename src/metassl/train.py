@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from . import checkpoint
 from .algorithms import Algorithm, Batch, StepContext, build_algorithm
 from .algorithms.meta_gradient import eval_mode
-from .config import Config, from_dict, parse_steps, to_dict
+from .config import Config, load_saved, parse_steps, to_dict
 from .data import ImageData, Split, labeled_split, load_dataset
 from .data.augment import channel_stats, normalize, strong_augment, to_float, weak_augment
 from .errors import Interrupted, UserError
@@ -43,7 +43,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -282,10 +285,11 @@ class DivergenceWatch:
         self.flags: Tensor | None = None   # bool (len(names),): which terms were not finite then
 
     def update(self, n: int, terms: dict[str, Tensor]) -> None:
-        terms = {k: v for k, v in terms.items() if isinstance(v, Tensor)}
+        terms = {k: v.detach() for k, v in terms.items() if isinstance(v, Tensor) and v.is_floating_point()}
         if not terms:
             return
-        finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()])
+        # one fused norm per term: NaN/Inf anywhere in a term makes its norm NaN/Inf (~0.1 ms a step on CPU)
+        finite = torch.isfinite(torch.stack(torch._foreach_norm(list(terms.values()))))
         if tuple(terms) != self.names:          # the first step, or an algorithm whose terms vary
             if self.check() is not None:
                 return                          # keep the first divergence
@@ -337,10 +341,10 @@ class StopSignals:
     def _handle(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
         if self.armed and self.signum is None:
-            self.signum = signum
-            print(f"metassl: {name} received: stopping after this iteration's checkpoint", file=sys.stderr, flush=True)
+            self.signum = signum                # the loop checks it after each iteration
             return
-        why = "again" if self.signum is not None else "before the run started; nothing was written"
+        why = ("(a second signal): stopped at once, the newest checkpoint on disk is kept" if self.signum is not None
+               else "before the run started; nothing was written")
         raise Interrupted(f"interrupted by {name} {why}", 128 + signum)
 
 
@@ -395,7 +399,7 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     stop = _STOP or StopSignals()
     check_run_dir(run_dir, resume, force)      # created only below, once config, data and split are valid
     if resume:
-        cfg = from_dict(json.loads((run_dir / "config.json").read_text())).resolved()
+        cfg = load_saved(run_dir / "config.json").resolved()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -467,8 +471,9 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
         first, terms = found
         kept = (f"the last good checkpoint (iteration {last_saved}) is kept in {run_dir}" if last_saved is not None
                 else f"no checkpoint was written to {run_dir}")
-        raise UserError(f"training diverged at iteration {first}: {', '.join(terms)} {'is' if len(terms) == 1 else 'are'} "
-                        f"NaN/Inf; stopped at iteration {n} and {kept}; try a smaller lr or beta")
+        raise UserError(f"training diverged {'by' if terms[0].startswith('the model') else 'at'} iteration {first}: "
+                        f"{', '.join(terms)} {'is' if len(terms) == 1 else 'are'} NaN/Inf; stopped at iteration {n} "
+                        f"and {kept}; try a smaller lr or beta")
 
     def save(it: int) -> None:
         nonlocal last_saved

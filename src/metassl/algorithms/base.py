@@ -5,7 +5,7 @@ the data pipeline, checkpoints or logging. Metrics are 0-dim tensors (no host sy
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import Tensor, nn
@@ -32,7 +32,7 @@ class StepContext:
     beta: float                      # beta_t, the meta learning rate
     consistency_weight: float        # w(t), ramped
     num_classes: int
-    extras: dict = field(default_factory=dict)
+    reduce_grad: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None  # local g_l -> global (torchrun)
 
 
 class Algorithm:

@@ -5,7 +5,8 @@
 
 d = 0.99 during the consistency ramp-up and meanteacher_ema (0.999) after it, as in the authors'
 release. The teacher is this algorithm's own copy of the model (saved in checkpoints through
-state_dict), run in train mode (its own dropout and batch statistics) without gradient. The gradient of
+state_dict), run in train mode (its own dropout and batch statistics) without gradient; its BN running
+statistics are the student's, copied at each update. The gradient of
 the consistency loss reaches the student through softmax f(x_u'): tests check it is non-zero (a
 well-known toolkit once took the loss from the no-grad teacher pass only, so it had none).
 """
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from ..config import Config
 from .base import Algorithm, Batch, StepContext, register
-from .common import check, ema_, softmax_mse
+from .common import check, ema_, frozen_bn_stats, softmax_mse
 
 
 class MeanTeacher(Algorithm):
@@ -43,7 +44,7 @@ class MeanTeacher(Algorithm):
     def target(self, model: nn.Module, x: Tensor) -> Tensor:
         """The consistency target (B_u, C): the EMA teacher's softmax on the second view, no gradient."""
         teacher = self._teacher(model).train(model.training)
-        with torch.no_grad():
+        with torch.no_grad(), frozen_bn_stats(teacher):
             return F.softmax(teacher(x).float(), dim=1)
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:

@@ -31,12 +31,12 @@ parameters are passed functionally (torch.func.functional_call), never written i
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, jvp
+from torch.func import functional_call, jvp, vmap
 
 Method = Literal["fd", "jvp", "exact"]
 Phi = Literal["mse", "kl"]
@@ -97,20 +97,55 @@ def _phi_scale(phi: Phi) -> float:
     return 2.0 if phi == "mse" else 1.0
 
 
-def meta_gradient_fd(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], phi: Phi = "mse",
-                     eps_scale: float = 0.01) -> Tensor:
-    """Eq. 15/16: (out(theta + eps g_l) - out(theta - eps g_l)) / (2 eps) * phi_scale, eps = eps_scale/||g_l||.
+def perturbed_logits(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], eps_scale: float = 0.01,
+                     batched: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits at theta + eps g_l and theta - eps g_l (Eq. 15), eps = eps_scale / ||g_l|| (a 0-dim tensor).
 
-    The perturbation has L2 norm exactly eps_scale (0.01 as the authors). Returns (B_u, C).
+    The perturbation has L2 norm exactly eps_scale (0.01 as the authors). Parameters are passed
+    functionally, never written into the model. `batched` runs both forwards as one vmapped call.
     """
     params, buffers = _params_buffers(model)
     eps = eps_scale / (grad_norm(g_l) + 1e-12)  # 0-dim tensor: no .item(), no host sync
     with torch.no_grad():
+        if batched:
+            sign = torch.tensor([1.0, -1.0], device=eps.device, dtype=eps.dtype)
+            both = {k: p + (sign * eps).view(2, *[1] * p.ndim) * g_l[k] for k, p in params.items()}  # (2, *p.shape)
+            logits = vmap(lambda prm: functional_call(model, (prm, buffers), (x_ulb,)))(both)       # (2, B_u, C)
+            return logits[0], logits[1], eps
         plus = {k: p + eps * g_l[k] for k, p in params.items()}
         minus = {k: p - eps * g_l[k] for k, p in params.items()}
-        out_plus = _unlabeled_out(functional_call(model, (plus, buffers), (x_ulb,)), phi)
-        out_minus = _unlabeled_out(functional_call(model, (minus, buffers), (x_ulb,)), phi)
-    return (out_plus - out_minus) / (2 * eps) * _phi_scale(phi)
+        return (functional_call(model, (plus, buffers), (x_ulb,)),
+                functional_call(model, (minus, buffers), (x_ulb,)), eps)
+
+
+def fd_from_logits(logits_plus: Tensor, logits_minus: Tensor, eps: Tensor, phi: Phi = "mse") -> Tensor:
+    """Eq. 15/16: phi_scale * (out(theta + eps g_l) - out(theta - eps g_l)) / (2 eps); for MSE the
+    authors' (p+ - p-) / eps. Returns (B_u, C)."""
+    return (_unlabeled_out(logits_plus, phi) - _unlabeled_out(logits_minus, phi)) / (2 * eps) * _phi_scale(phi)
+
+
+def meta_gradient_fd(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], phi: Phi = "mse",
+                     eps_scale: float = 0.01, batched: bool = False) -> Tensor:
+    """The central finite-difference meta-gradient (Eq. 15/16). Returns (B_u, C)."""
+    return fd_from_logits(*perturbed_logits(model, x_ulb, g_l, eps_scale, batched), phi)
+
+
+def fd_pseudo_labels(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, *, phi: Phi = "mse",
+                     eps_scale: float = 0.01, batched: bool = False,
+                     reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
+    """(y~, grad_y) from two forwards instead of three: y~ = softmax of the mean of the perturbed logits.
+
+    logits(theta +/- eps g) = logits(theta) +/- eps J g + O(eps^2), so their mean is logits(theta) up to
+    O(eps^2) (eps = 0.01 / ||g_l||): the plain pseudo-label forward of Eq. 2 is not needed. Eval mode,
+    no side effects, like `meta_gradient`.
+    """
+    with eval_mode(model):
+        g_l = labeled_gradient(model, x_lb, y_lb)
+        if reduce is not None:
+            g_l = reduce(g_l)
+        lp, lm, eps = perturbed_logits(model, x_ulb, g_l, eps_scale, batched)
+    y_tilde = F.softmax(_hp((lp + lm) / 2), dim=1)
+    return y_tilde, fd_from_logits(lp, lm, eps, phi)
 
 
 def meta_gradient_jvp(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], phi: Phi = "mse") -> Tensor:
@@ -152,17 +187,21 @@ def meta_gradient_exact(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Ten
 
 def meta_gradient(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, y_tilde: Tensor, *,
                   method: Method = "fd", phi: Phi = "mse", eps_scale: float = 0.01,
-                  g_l: dict[str, Tensor] | None = None) -> Tensor:
+                  g_l: dict[str, Tensor] | None = None,
+                  reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None) -> Tensor:
     """The meta-gradient of the labeled loss w.r.t. the pseudo-labels y~ (B_u, C), in the authors' scale.
 
     Runs in eval mode and leaves parameters, buffers, `.grad` and the training flag untouched. `g_l` may
-    be passed when the caller already has it (e.g. all-reduced across processes).
+    be passed when the caller already has it; `reduce` maps the local g_l to the global one (the
+    mean over processes under torchrun, so eps and y^ are what one process with the whole batch gets).
     """
     with eval_mode(model):
         if method == "exact":
             return meta_gradient_exact(model, x_lb, y_lb, x_ulb, y_tilde, phi)
         if g_l is None:
             g_l = labeled_gradient(model, x_lb, y_lb)
+            if reduce is not None:
+                g_l = reduce(g_l)
         if method == "fd":
             return meta_gradient_fd(model, x_ulb, g_l, phi, eps_scale)
         if method == "jvp":
@@ -184,7 +223,7 @@ def project_to_simplex(y: Tensor, how: str = "relu") -> Tensor:
         u, _ = torch.sort(y, dim=1, descending=True)
         css = u.cumsum(1) - 1
         k = torch.arange(1, y.shape[1] + 1, device=y.device, dtype=y.dtype)
-        rho = ((u - css / k) > 0).sum(1, keepdim=True)
+        rho = ((u - css / k) > 0).sum(1, keepdim=True).clamp_min(1)   # >= 1 for finite rows; NaN rows stay NaN
         tau = css.gather(1, rho - 1) / rho.to(y.dtype)
         return (y - tau).clamp_min(0)
     raise ValueError(f"unknown projection {how!r}; allowed: {', '.join(PROJECTIONS)}")

@@ -42,7 +42,8 @@ class MixMatch(Algorithm):
         lam = torch.distributions.Beta(self.mixmatch_alpha, self.mixmatch_alpha).sample((n, 1)).to(x_lb.device)
         lam = torch.maximum(lam, 1 - lam)                                 # (N, 1), Eq. 9: X' stays closer to X
         perm = torch.randperm(n, device=x_lb.device)                      # W = Shuffle(Concat(X^, U^))
-        x_mix = lam.view(-1, *[1] * (x_all.dim() - 1)) * x_all + (1 - lam.view(-1, *[1] * (x_all.dim() - 1))) * x_all[perm]
+        lam_x = lam.view(-1, *[1] * (x_all.dim() - 1))                    # (N, 1, 1, 1)
+        x_mix = lam_x * x_all + (1 - lam_x) * x_all[perm]
         p_mix = lam * p_all + (1 - lam) * p_all[perm]                     # (N, C)
         logits = model(x_mix).float()                                     # (N, C), one pass, BN stats once
         b = len(x_lb)

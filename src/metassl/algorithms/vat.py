@@ -27,8 +27,11 @@ XI = 1e-6   # finite-difference radius of the power iteration (Miyato et al.: 1e
 
 
 def l2_normalize(d: Tensor) -> Tensor:
-    """Each sample scaled to unit L2 norm over all its elements: (B, ...) -> (B, ...)."""
-    return d / (d.flatten(1).norm(dim=1).view(-1, *[1] * (d.dim() - 1)) + 1e-12)
+    """Each sample scaled to unit L2 norm over all its elements: (B, ...) -> (B, ...). Divides by the
+    max |d| first (as the authors' code), so gradients of order 1e-12 neither underflow nor lose the norm."""
+    shape = (-1, *[1] * (d.dim() - 1))
+    d = d / d.flatten(1).abs().amax(dim=1).clamp_min(1e-30).view(shape)
+    return d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
 
 
 def kl_div(p: Tensor, logits_q: Tensor) -> Tensor:
@@ -80,7 +83,8 @@ class VAT(Algorithm):
         logits_x_lb = model(batch.x_lb).float()                          # (B_l, C), updates BN statistics
         with frozen_bn_stats(model):
             rng = rng_state(x_ulb.device)
-            logits_x_ulb = model(x_ulb).float()                          # (B_u, C), gradient for H only
+            with torch.set_grad_enabled(self.vat_entmin):
+                logits_x_ulb = model(x_ulb).float()                      # (B_u, C), gradient for H only
             p = F.softmax(logits_x_ulb.detach(), dim=1)                  # (B_u, C)
             r_adv = self.perturbation(model, x_ulb, p, rng)              # (B_u, C_in, H, W)
             with replayed_rng(rng, x_ulb.device):

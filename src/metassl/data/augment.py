@@ -30,7 +30,8 @@ def to_float(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 
 
 def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std of (N, C, H, W) images on the 0..1 scale, exact in float64, as float32."""
+    """Per-channel mean and std of (N, C, H, W) images on the 0..1 scale, exact in float64, as float32.
+    The std is floored at one grey level (1/255): a constant channel would otherwise normalise to NaN."""
     if x.dtype == torch.uint8:   # via per-channel 256-bin histograms: exact and needs no float copy
         levels = torch.arange(256, dtype=torch.float64, device=x.device) / 255
         hist = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256)
@@ -41,7 +42,7 @@ def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     else:
         xd = x.to(torch.float64)
         mean, var = xd.mean(dim=(0, 2, 3)), xd.var(dim=(0, 2, 3), unbiased=False)
-    return mean.to(torch.float32), var.sqrt().to(torch.float32)
+    return mean.to(torch.float32), var.sqrt().clamp_min(1 / 255).to(torch.float32)
 
 
 def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:

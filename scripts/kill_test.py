@@ -1,0 +1,285 @@
+#!/usr/bin/env python
+"""Kill test: SIGKILL `metassl train` at random moments, resume it each time, and check that the end
+result is bit-identical to an uninterrupted run.
+
+    python scripts/kill_test.py --trials 12            # ~1-2 minutes on 2 CPU cores
+    python scripts/kill_test.py --trials 30 --seed 3 --json kill.json
+
+One trial = one SIGKILL followed by a restart. Each process is first let run k more iterations (k
+random, up to a third of what is left, so kills spread over the run), then killed one of these ways:
+  random          a uniform moment within the next iteration;
+  checkpoint      the moment `last.pt.tmp` appears, i.e. while a checkpoint is being written;
+  after-save      just after a new `last.pt` has been renamed into place;
+  startup         a uniform moment during start-up (before the process writes anything).
+After each kill the run directory is classified (mid-write: `last.pt.tmp` left behind; between renames:
+`last.pt` missing but `prev.pt` present; during start-up: no checkpoint written by this process; before
+the first checkpoint; between checkpoints) and the run is restarted with `metassl train --resume DIR`. A run killed before its first checkpoint has nothing to
+resume: `--resume` refuses it with a one-line error, and the run is started again with `--force`.
+
+When an interrupted run finishes, its final weights (the `model`, `ema` and `optimizer` state in
+`last.pt`), every record of metrics.jsonl (train losses and eval errors) and results.json's test errors
+must equal those of the uninterrupted reference run exactly. If trials remain, a new interrupted run
+starts. The last line printed is the summary; the exit status is 0 only if every trial survived.
+
+Data: a synthetic .npz (200 16x16 grey images + 50 test, 4 classes), model=cnn, metamixup, 60
+iterations, checkpoint_every=1, device=cpu, threads=1 (deterministic on CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROCESS_TIMEOUT_S = 300
+
+
+def make_data(path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def make(n: int) -> tuple:
+        y = np.arange(n) % 4
+        x = rng.integers(0, 120, (n, 16, 16)).astype(np.int64)
+        for k in range(4):
+            x[y == k, 4 * k:4 * k + 4, :] += 12                 # class k: a faint band in the noise
+        return x.clip(0, 255).astype(np.uint8), y
+
+    x, y = make(200)
+    xt, yt = make(50)
+    np.savez(path, x=x, y=y, x_test=xt, y_test=yt)
+
+
+def overrides(data: Path, iterations: int) -> list[str]:
+    return [f"dataset={data}", "model=cnn", "algorithm=metamixup", f"iterations={iterations}", "batch_size=16",
+            "num_labels=40", "device=cpu", "threads=1", "checkpoint_every=1", "eval_every=10", "log_every=5",
+            "warmup=5", "consistency_rampup=10", "ema=0.9", "translate=2"]
+
+
+def metassl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "metassl", *args]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ, METASSL_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def progress(run: Path) -> int:
+    """The last iteration recorded in metrics.jsonl (0 if none)."""
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return max((json.loads(l)["iteration"] for l in lines if l.strip()), default=0)
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def identity(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime) of a file: changes whenever a new checkpoint is renamed into place."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def classify(run: Path, at_start: tuple[int, int] | None) -> str:
+    """Where in the checkpoint cycle the kill landed, judged from what is on disk."""
+    if (run / "last.pt.tmp").exists():
+        return "mid-checkpoint-write"
+    if not (run / "last.pt").exists() and (run / "prev.pt").exists():
+        return "between-renames"
+    if not (run / "last.pt").exists():
+        return "before-first-checkpoint"
+    if identity(run / "last.pt") == at_start:
+        return "during-startup-or-resume"
+    return "between-checkpoints"
+
+
+def wait_and_kill(proc: subprocess.Popen, run: Path, mode: str, k: int, delay: float) -> bool:
+    """Kill `proc` per `mode` once it has written k checkpoints; False if it finished on its own first."""
+    def sleep_until(deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.002)
+        return True
+
+    give_up = time.monotonic() + PROCESS_TIMEOUT_S
+    if mode == "startup":
+        if not sleep_until(time.monotonic() + delay):
+            return False
+    else:
+        seen, written = identity(run / "last.pt"), 0
+        while written < k or mode == "after-save" and written <= k:
+            if proc.poll() is not None or time.monotonic() > give_up:
+                return False
+            now = identity(run / "last.pt")
+            if now is not None and now != seen:
+                seen, written = now, written + 1
+            time.sleep(0.0005)
+        if mode == "random" and not sleep_until(time.monotonic() + delay):
+            return False
+        while mode == "checkpoint" and not (run / "last.pt.tmp").exists():
+            if proc.poll() is not None or time.monotonic() > give_up:
+                return False
+            time.sleep(0.0002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def compare(ref: Path, run: Path) -> list[str]:
+    """Differences between two finished runs (empty: bit-identical)."""
+    import torch
+
+    problems = []
+    a = torch.load(ref / "last.pt", map_location="cpu", weights_only=True)
+    b = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+
+    def same(x, y) -> bool:
+        if isinstance(x, torch.Tensor):
+            return isinstance(y, torch.Tensor) and x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
+        if isinstance(x, dict):
+            return isinstance(y, dict) and x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        if isinstance(x, (list, tuple)):
+            return isinstance(y, (list, tuple)) and len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
+        return x == y
+
+    for key in ("iteration", "model", "ema", "optimizer", "history"):
+        if not same(a[key], b[key]):
+            problems.append(f"last.pt[{key}] differs")
+    ma, mb = ((d / "metrics.jsonl").read_text().splitlines() for d in (ref, run))
+    if ma != mb:
+        problems.append(f"metrics.jsonl differs ({len(ma)} vs {len(mb)} records)")
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (ref, run))
+    for key in ("test_error", "test_error_median_last5", "val_error"):
+        if ra.get(key) != rb.get(key):
+            problems.append(f"results.json {key}: {ra.get(key)} vs {rb.get(key)}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--trials", type=int, default=10, help="SIGKILLs to survive (default 10)")
+    ap.add_argument("--iterations", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    ap.add_argument("--workdir", help="where runs go (default: a temporary folder, removed afterwards)")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--json", help="also write the counts to this JSON file")
+    args = ap.parse_args(argv)
+    rng = random.Random(args.seed)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="metassl-kill-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(args, rng, work)
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, rng: random.Random, work: Path) -> int:
+    data = work / "data.npz"
+    make_data(data)
+    cfg = overrides(data, args.iterations)
+    ref = work / "reference"
+    shutil.rmtree(ref, ignore_errors=True)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(metassl("train", *cfg, "--out", str(ref), "--quiet"), env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first_ckpt = None
+    while proc.poll() is None:
+        if first_ckpt is None and (ref / "last.pt").exists():
+            first_ckpt = time.monotonic() - t0
+        time.sleep(0.005)
+    if proc.returncode != 0:
+        print(f"kill_test: the reference run failed (exit {proc.returncode}): {proc.stderr.read()[-2000:]}")
+        return 1
+    t_total = time.monotonic() - t0
+    t_start = first_ckpt or t_total / 2
+    t_train = max(0.5, t_total - t_start)
+    print(f"kill_test: reference run {t_total:.1f} s (first checkpoint after {t_start:.1f} s)", flush=True)
+
+    modes = ["random", "checkpoint", "after-save", "startup", "checkpoint"]
+    t_iter = t_train / args.iterations
+    kills, where, fell_back, restarts, forced, chains, failures = 0, {}, 0, 0, 0, 0, []
+    outcomes: list[tuple[int, bool]] = []      # (kills in the interrupted run, bit-identical at the end)
+    while kills < args.trials:
+        chains += 1
+        run = work / f"interrupted{chains}"
+        shutil.rmtree(run, ignore_errors=True)
+        cmd = metassl("train", *cfg, "--out", str(run), "--quiet")
+        n_chain = 0
+        while True:
+            proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            restarts += 1
+            at_start = identity(run / "last.pt")
+            mode = modes[kills % len(modes)] if kills < args.trials else None
+            k = rng.randint(0, max(1, (args.iterations - progress(run)) // 3))
+            delay = rng.uniform(0, t_start if mode == "startup" else t_iter)
+            killed = mode is not None and wait_and_kill(proc, run, mode, k, delay)
+            if killed:
+                kills += 1
+                n_chain += 1
+                spot = classify(run, at_start)
+                where[spot] = where.get(spot, 0) + 1
+                proc.stderr.close()
+                print(f"kill_test: trial {kills}: SIGKILL ({mode}) landed {spot} at iteration ~{progress(run)}",
+                      flush=True)
+                resumable = (run / "config.json").exists() and any((run / n).exists() for n in ("last.pt", "prev.pt"))
+                cmd = (metassl("train", "--resume", str(run), "--quiet") if resumable
+                       else metassl("train", *cfg, "--out", str(run), "--quiet", "--force"))
+                forced += not resumable
+                continue
+            try:
+                _, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                failures.append(f"run {chains}: a process hung")
+                break
+            fell_back += err.count("resuming from prev.pt")
+            if proc.returncode != 0:
+                failures.append(f"run {chains}: exit {proc.returncode}: {err.strip()[-500:]}")
+                break
+            problems = compare(ref, run)
+            if problems:
+                failures.append(f"run {chains} ({n_chain} kills): " + "; ".join(problems))
+            break
+        outcomes.append((n_chain, not failures))
+        if failures:
+            break
+
+    survived = sum(n for n, ok in outcomes if ok)
+    survived_chains = sum(ok for _, ok in outcomes)
+    records = len((ref / "metrics.jsonl").read_text().splitlines())
+    evals = sum('"kind": "eval"' in l for l in (ref / "metrics.jsonl").read_text().splitlines())
+    test_error = json.loads((ref / "results.json").read_text())["test_error"]
+    counts = {"trials": kills, "survived": survived, "where": where, "prev_pt_fallbacks": fell_back,
+              "restarted_with_force": forced, "processes_started": restarts, "interrupted_runs": chains, "identical_runs": survived_chains,
+              "records_compared": records, "eval_records": evals, "test_error": test_error, "failures": failures,
+              "iterations": args.iterations, "seed": args.seed}
+    if args.json:
+        Path(args.json).write_text(json.dumps(counts, indent=1))
+    for f in failures:
+        print(f"kill_test: FAILED {f}")
+    spots = ", ".join(f"{v} {k}" for k, v in sorted(where.items()))
+    print(f"kill_test: {survived}/{kills} trials survived ({spots}; {fell_back} resumes fell back to prev.pt, "
+          f"{forced} runs killed before their first checkpoint restarted with --force); "
+          f"{survived_chains}/{chains} interrupted runs bit-identical to the uninterrupted one "
+          f"(last.pt model/ema/optimizer, {records} metrics.jsonl records incl. {evals} evals, "
+          f"results.json test_error {test_error:.2f}%)")
+    return 0 if not failures and survived == kills and kills >= args.trials else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

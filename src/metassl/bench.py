@@ -1,0 +1,210 @@
+"""The benchmark: every algorithm under one protocol on offline data, then the paper's tables.
+
+    metassl bench fmnist-1000 --quick                          # one seed, small budget, ~10 min on 2 cores
+    metassl bench fmnist-1000 --seeds 0,1,2                    # the full suite (see docs/ALGORITHMS.md)
+    metassl bench fmnist-100 --algorithms supervised,fixmatch,metamixup --out runs/bench/f100
+
+Protocol: the `fmnist-1000` preset (cnn, batch 64 labeled + 64 unlabeled, SGD lr 0.05 momentum 0.9,
+wd 1e-4, warm-up then cosine) with the budget, warm-up and ramp below, the same for every algorithm;
+each algorithm keeps its own paper's hyperparameters (config.py). The split seed is the run seed. Nothing is selected on the test set: the final error and the median of the last 5
+evaluations are reported. Runs go to OUT/<algorithm>-s<seed>/; a finished run (results.json) is
+skipped, an interrupted one resumed from its checkpoint, so re-running the command finishes a bench.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import PRESETS, Config, load_saved, to_dict
+from .data import ImageData, load_dataset
+from .errors import Interrupted, UserError
+
+SUITES: dict[str, dict[str, Any]] = {
+    "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000),
+    "fmnist-100": dict(dataset="fashion-mnist", num_labels=100),
+}
+# Iteration budgets. FULL: sized so that the 14 default entries x 3 seeds of fmnist-1000 fit in ~2 h on
+# 2 CPU cores (measured step costs and the arithmetic: docs/ALGORITHMS.md); 5 evaluations per run, the
+# fewest that give the median of the last 5; warm-up and consistency ramp 10% of the run, the proportion
+# of the calibration runs (200 of 2000). QUICK: a smoke run of the whole pipeline (1 evaluation), not a
+# result. eval_batch_size 250 is faster than 1000 on CPU and changes no number.
+FULL = dict(iterations=400, eval_every=80, checkpoint_every=80, warmup=40, consistency_rampup=40, eval_batch_size=250)
+QUICK = dict(iterations=100, eval_every=100, checkpoint_every=100, warmup=10, consistency_rampup=10, eval_batch_size=250)
+# Bench rows that are an algorithm with an option set: name -> (algorithm, config values).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"vat-ent": ("vat", {"vat_entmin": True})}
+# Table rows, in the paper's order: name -> label. Comparison table first, then the ablation rows.
+COMPARISON = {
+    "supervised": "Supervised (labeled images only)",
+    "pimodel": "Pi-model (Laine & Aila 2017)",
+    "meanteacher": "Mean Teacher (Tarvainen & Valpola 2017)",
+    "vat": "VAT (Miyato et al. 2018)",
+    "vat-ent": "VAT+Ent (Miyato et al. 2018)",
+    "pseudolabel": "Pseudo-Label (Lee 2013, thresholded)",
+    "mixmatch": "MixMatch (Berthelot et al. 2019)",
+    "fixmatch": "FixMatch (Sohn et al. 2020)",
+    "metamixup": "Meta-gradient SSL (ours: `metamixup`)",
+    "metafixmatch": "MetaFixMatch (future direction)",
+    "fully-supervised": "Fully supervised (every label; reference)",
+}
+ABLATION = {"neither": (False, False), "meta": (True, False), "mixup": (False, True), "metamixup": (True, True)}
+DEFAULT_ALGORITHMS = [n for n in COMPARISON if n != "metamixup"] + list(ABLATION)
+CSV_COLUMNS = ("algorithm", "seed", "num_labels", "test_error", "test_error_median_last5", "wall_seconds",
+               "images_per_second")
+
+
+def run_config(suite: str, name: str, seed: int, quick: bool, overrides: dict[str, Any]) -> Config:
+    """The resolved config of one run: preset < suite < budget < algorithm < seed < user overrides."""
+    algorithm, extra = VARIANTS.get(name, (name, {}))
+    values = {**PRESETS["fmnist-1000"], **SUITES[suite], **(QUICK if quick else FULL), **extra,
+              "algorithm": algorithm, "seed": seed, "split_seed": seed, **overrides}
+    return Config(**values).resolved()
+
+
+# Keys that change speed or logging but no result: a re-run bench may differ in them.
+NOT_PROTOCOL = ("threads", "data_dir", "log_every", "eval_batch_size")
+
+
+def _check_same(run_dir: Path, cfg: Config) -> None:
+    """A run directory may only be reused for the config this bench would run (up to NOT_PROTOCOL keys)."""
+    saved = to_dict(load_saved(run_dir / "config.json"))
+    wanted = to_dict(cfg)
+    diff = [k for k in wanted if k not in NOT_PROTOCOL and saved.get(k) != wanted[k]]
+    if diff:
+        k = diff[0]
+        raise UserError(f"{run_dir} was run with {k}={saved.get(k)!r}, this bench needs {k}={wanted[k]!r}; "
+                        f"use another --out (or delete that run)")
+
+
+def run_one(cfg: Config, run_dir: Path, data: ImageData, quiet: bool) -> tuple[dict[str, Any], str]:
+    """Train, resume or skip one run; returns (results, what was done)."""
+    from . import checkpoint
+    from .train import train
+
+    if (run_dir / "results.json").exists():
+        _check_same(run_dir, cfg)
+        return json.loads((run_dir / "results.json").read_text()), "skipped (finished)"
+    if (run_dir / "config.json").exists():
+        _check_same(run_dir, cfg)
+        if any((run_dir / n).exists() for n in (checkpoint.LAST, checkpoint.PREV)):
+            return train(cfg, run_dir, data=data, resume=True, quiet=quiet), "resumed"
+        return train(cfg, run_dir, data=data, force=True, quiet=quiet), "restarted (no checkpoint yet)"
+    return train(cfg, run_dir, data=data, quiet=quiet), "trained"
+
+
+def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str] | None = None, quick: bool = False,
+              out: str | Path | None = None, overrides: dict[str, Any] | None = None, data: ImageData | None = None,
+              quiet: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+              ) -> list[dict[str, Any]]:
+    """Run (or finish) a suite and write summary.csv and summary.md into `out`; returns the CSV rows."""
+    from .algorithms import ALGORITHMS
+
+    if suite not in SUITES:
+        raise UserError(f"unknown suite {suite!r}; choose one of: {', '.join(SUITES)}")
+    names = list(algorithms or DEFAULT_ALGORITHMS)
+    unknown = [n for n in names if n not in ALGORITHMS and n not in VARIANTS]
+    if unknown:
+        raise UserError(f"unknown algorithm {unknown[0]!r}; choose from: {', '.join(sorted([*ALGORITHMS, *VARIANTS]))}")
+    if not seeds:
+        raise UserError("no seeds given; e.g. --seeds 0,1,2")
+    overrides = dict(overrides or {})
+    out = Path(out) if out else Path("runs") / "bench" / (suite + ("-quick" if quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    # seed-major order: an interrupted bench already has every algorithm at the first seed(s)
+    configs = {(n, s): run_config(suite, n, s, quick, overrides) for s in seeds for n in names}  # validate all first
+    if data is None:
+        first = next(iter(configs.values()))
+        data = load_dataset(first.dataset, first.data_dir or None, first.image_size or None)
+    rows, t0 = [], time.perf_counter()
+    for i, ((name, seed), cfg) in enumerate(configs.items(), 1):
+        try:
+            res, done = run_one(cfg, out / f"{name}-s{seed}", data, quiet)
+        except Interrupted as e:
+            raise Interrupted(f"{e} (or re-run this bench command: it skips finished runs and resumes this one)",
+                              e.exit_code) from None
+        rows.append({"algorithm": name, "seed": seed, "num_labels": res["num_labels"],
+                     "test_error": round(res["test_error"], 4),
+                     "test_error_median_last5": round(res["test_error_median_last5"], 4),
+                     "wall_seconds": res["wall_seconds"], "images_per_second": res["images_per_second"]})
+        log(f"[{i}/{len(configs)}] {name} seed {seed}: {done}, test error {res['test_error']:.2f}% "
+            f"(median of last 5: {res['test_error_median_last5']:.2f}%), {res['wall_seconds']:.0f} s; "
+            f"bench {time.perf_counter() - t0:.0f} s so far")
+        write_summary(out, suite, rows, cfg, quick, overrides)   # after every run: partial tables while it runs
+    return rows
+
+
+# --- tables ----------------------------------------------------------------------------------------------
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _by_name(rows: list[dict[str, Any]], key: str) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        out.setdefault(r["algorithm"], []).append(float(r[key]))
+    return out
+
+
+def comparison_table(rows: list[dict[str, Any]], column: str) -> str:
+    """Methods x suite, error % mean ± std over seeds (the paper's Table 2 layout)."""
+    final, last5, seeds = _by_name(rows, "test_error"), _by_name(rows, "test_error_median_last5"), _by_name(rows, "seed")
+    lines = [f"| Method | {column}: test error % | median of last 5 evaluations % | seeds |", "|---|---|---|---|"]
+    for name, label in COMPARISON.items():
+        if name in final:
+            lines.append(f"| {label} | {_mean_std(final[name])} | {_mean_std(last5[name])} | {len(seeds[name])} |")
+    return "\n".join(lines)
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> str:
+    """Meta-gradient x mixup, 4 rows (the paper's ablation layout)."""
+    final, last5 = _by_name(rows, "test_error"), _by_name(rows, "test_error_median_last5")
+    lines = ["| Meta-gradient | Mixup | algorithm | test error % | median of last 5 % |", "|---|---|---|---|---|"]
+    for name, (meta, mixup) in ABLATION.items():
+        if name in final:
+            lines.append(f"| {'yes' if meta else 'no'} | {'yes' if mixup else 'no'} | `{name}` | "
+                         f"{_mean_std(final[name])} | {_mean_std(last5[name])} |")
+    return "\n".join(lines)
+
+
+def cost_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| algorithm | seed | wall s | images/s |", "|---|---|---|---|"]
+    lines += [f"| `{r['algorithm']}` | {r['seed']} | {float(r['wall_seconds']):.0f} | {float(r['images_per_second']):.0f} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config, quick: bool,
+                  overrides: dict[str, Any]) -> None:
+    from . import checkpoint
+
+    with open(out / "summary.csv.tmp", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    (out / "summary.csv.tmp").replace(out / "summary.csv")
+    machine = json.loads(next(out.glob("*/results.json")).read_text()).get("machine", "") if rows else ""
+    seeds = sorted({r["seed"] for r in rows})
+    ulb = cfg.unlabeled_batch_size
+    protocol = (f"{cfg.dataset}, {cfg.num_labels} labels (split seed = run seed), model `{cfg.model}`, "
+                f"batch {cfg.batch_size} labeled + {ulb} unlabeled, {cfg.iterations} iterations "
+                f"({cfg.iterations * cfg.batch_size} labeled and {cfg.iterations * ulb} unlabeled images drawn per run; "
+                f"FixMatch draws 2 views and MixMatch {cfg.mixmatch_k} of each unlabeled image), SGD lr {cfg.lr} "
+                f"momentum {cfg.momentum} wd {cfg.weight_decay}, {cfg.warmup}-iteration warm-up then {cfg.lr_schedule}, "
+                f"consistency ramp {cfg.consistency_rampup} iterations, evaluation every {cfg.eval_every} iterations "
+                f"on the full test set, raw (not EMA) weights" + (", EMA " + str(cfg.ema) if cfg.ema else ""))
+    args = f" --seeds {','.join(map(str, seeds))}" + (" --quick" if quick else "")
+    args += "".join(f" {k}={v}" for k, v in overrides.items())
+    text = [f"# Benchmark `{suite}`{' (quick: a smoke run, not a result)' if quick else ''}", "",
+            f"Command: `metassl bench {suite}{args} --out {out}`  ", f"Date: {time.strftime('%Y-%m-%d')}  ",
+            f"Machine: {machine}  ", f"Protocol: {protocol}. Each algorithm uses its paper's hyperparameters "
+            f"(docs/ALGORITHMS.md). No model selection on the test set.", "",
+            "## Comparison (error %, mean ± std over seeds)", "", comparison_table(rows, suite), "",
+            "## Ablation: meta-gradient x mixup (error %, mean ± std over seeds)", "", ablation_table(rows), "",
+            "## Cost per run", "", cost_table(rows), ""]
+    checkpoint.atomic_write_text(out / "summary.md", "\n".join(text))

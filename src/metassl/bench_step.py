@@ -1,0 +1,181 @@
+"""`metassl bench-step`: what one training step costs, per variant, measured in one process.
+
+    metassl bench-step --model cnn --batch 64 --device cpu --repeat 20
+    metassl bench-step --model convlarge --batch 64 --json
+
+Variants are timed interleaved (round-robin, so drift and background load hit all alike); each
+reports the median and the spread (25th-75th percentile) of ms/step, images/s (labeled + unlabeled)
+and the ratio to the `mixup` step (ablation row 3: the same step without meta-gradient). Peak
+memory is the step's own: on CUDA max_memory_allocated above the resting level; on CPU the peak
+RSS increase of a fresh subprocess running that variant alone.
+
+`reference` is the authors' pass sequence, kept here as the baseline to beat: parameters are
+perturbed in place and restored, and the plain pseudo-labels get their own forward (three no-grad
+unlabeled forwards). Our `metamixup` computes the same update (test_bench_step.py) with one
+forward fewer and no parameter mutation.
+"""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .algorithms import Batch, StepContext
+from .algorithms.metamixup import MetaSSL
+from .algorithms.supervised import Supervised
+from .models import build_model
+
+SHAPES = {"cnn": (1, 28), "convlarge": (3, 32), "wrn-28-2": (3, 32), "resnet18": (3, 64), "mlp": (1, 8)}
+VARIANTS = ("supervised", "mixup", "reference", "metamixup", "metamixup-jvp", "metamixup-exact")
+
+
+class ReferenceMetaMixup(MetaSSL):
+    """The authors' order of passes: eval-mode labeled gradient; no-grad forwards at theta, theta+eps*g and
+    theta-eps*g with the parameters changed in place and restored; then the train-mode losses."""
+
+    def pseudo_labels(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
+        x_lb, y_lb, x_ulb = batch.x_lb, batch.y_lb, batch.x_ulb[0]
+        model.eval()
+        params = [p for p in model.parameters() if p.requires_grad]
+        g = torch.autograd.grad(F.cross_entropy(model(x_lb), y_lb), params)
+        with torch.no_grad():
+            y_tilde = F.softmax(model(x_ulb), dim=1)
+            eps = self.eps_scale / torch.sqrt(sum((gi * gi).sum() for gi in g))
+            torch._foreach_add_(params, [eps * gi for gi in g])
+            p_plus = F.softmax(model(x_ulb), dim=1)
+            torch._foreach_add_(params, [-2 * eps * gi for gi in g])
+            p_minus = F.softmax(model(x_ulb), dim=1)
+            torch._foreach_add_(params, [eps * gi for gi in g])
+            y_hat = (y_tilde - ctx.beta * (p_plus - p_minus) / eps).clamp_min(0)
+            s = y_hat.sum(1, keepdim=True)
+            y_hat = torch.where(s > 0, y_hat / s.clamp_min(1e-12), y_hat)
+        model.train()
+        return y_tilde, y_hat
+
+
+def make_algorithm(variant: str) -> Any:
+    if variant == "supervised":
+        return Supervised()
+    if variant == "mixup":
+        return MetaSSL(False, True, mixup_gamma=1.0)
+    if variant == "reference":
+        return ReferenceMetaMixup(True, True, mixup_gamma=1.0)
+    method = {"metamixup": "fd", "metamixup-jvp": "jvp", "metamixup-exact": "exact"}[variant]
+    return MetaSSL(True, True, meta_method=method, mixup_gamma=1.0, fused=True)
+
+
+def make_step(variant: str, model_name: str, batch: int, device: torch.device, channels_last: bool,
+              seed: int = 0) -> Callable[[], None]:
+    """A closure running one full training step (forward, losses, backward, SGD) of `variant`."""
+    torch.manual_seed(seed)
+    c, s = SHAPES.get(model_name, (3, 32))
+    model = build_model(model_name, 10, c, s).to(device)
+    fmt = torch.channels_last if channels_last and model_name != "mlp" else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    algo = make_algorithm(variant)
+    x_lb = torch.randn(batch, c, s, s, device=device).contiguous(memory_format=fmt)
+    x_ulb = torch.randn(batch, c, s, s, device=device).contiguous(memory_format=fmt)
+    data = Batch(x_lb, torch.randint(0, 10, (batch,), device=device), [x_ulb])
+    ctx = StepContext(100, 0.05, 0.05, 1.0, 10)
+
+    def step() -> None:
+        model.train()
+        loss, _ = algo.step(model, data, ctx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_variants(variants: list[str], model: str, batch: int, device: torch.device, repeat: int,
+                  channels_last: bool, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per step for each variant, measured round-robin."""
+    steps = {v: make_step(v, model, batch, device, channels_last) for v in variants}
+    for v in variants:
+        for _ in range(warmup):
+            steps[v]()
+    _sync(device)
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(repeat):
+        for v in variants:
+            t = time.perf_counter()
+            steps[v]()
+            _sync(device)
+            times[v].append(time.perf_counter() - t)
+    return times
+
+
+def _rss_kib(field: str) -> int:
+    """VmRSS (current) or VmHWM (peak since the last clear_refs) of this process, in KiB (Linux)."""
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory_mb(variant: str, model: str, batch: int, device: torch.device, channels_last: bool) -> float:
+    """The step's own peak memory: CUDA max allocated above resting; CPU peak-RSS growth in a subprocess."""
+    if device.type == "cuda":
+        step = make_step(variant, model, batch, device, channels_last)
+        step()
+        torch.cuda.synchronize()
+        rest = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - rest) / 2**20
+    # RSS after set-up, then the high-water mark (reset via clear_refs) over the first 3 steps
+    code = ("import torch;from metassl.bench_step import make_step, _rss_kib;"
+            f"s=make_step({variant!r},{model!r},{batch},torch.device('cpu'),{channels_last});"
+            "open('/proc/self/clear_refs','w').write('5');r0=_rss_kib('VmRSS');"
+            "[s() for _ in range(3)];print(_rss_kib('VmHWM')-r0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024   # KiB -> MiB
+
+
+def bench_step(model: str = "cnn", batch: int = 64, device: str = "cpu", repeat: int = 10,
+               variants: list[str] | None = None, channels_last: bool = True, memory: bool = True) -> dict[str, Any]:
+    """Time every variant and return {variant: {ms_per_step, spread_ms, images_per_second, ratio_to_mixup,
+    peak_memory_mb}} plus the settings."""
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    variants = list(variants or VARIANTS)
+    if "mixup" not in variants:
+        variants.insert(0, "mixup")
+    times = time_variants(variants, model, batch, dev, repeat, channels_last)
+    med = {v: statistics.median(t) for v, t in times.items()}
+    out: dict[str, Any] = {"model": model, "batch": f"{batch}+{batch}", "device": str(dev), "repeat": repeat,
+                           "channels_last": channels_last, "threads": torch.get_num_threads(),
+                           "torch": torch.__version__, "variants": {}}
+    for v, t in times.items():
+        q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0], t[0], t[0]]
+        imgs = batch if v == "supervised" else 2 * batch
+        out["variants"][v] = {"ms_per_step": 1000 * med[v], "spread_ms": [1000 * q[0], 1000 * q[2]],
+                              "images_per_second": imgs / med[v], "ratio_to_mixup": med[v] / med["mixup"],
+                              "peak_memory_mb": peak_memory_mb(v, model, batch, dev, channels_last) if memory else None}
+    return out
+
+
+def format_table(res: dict[str, Any]) -> str:
+    lines = [f"{res['model']}, batch {res['batch']}, {res['device']}, {res['threads']} threads, torch {res['torch']}, "
+             f"channels_last={res['channels_last']}, median of {res['repeat']} interleaved steps",
+             "| variant | ms/step (p25-p75) | images/s | x mixup | peak MB |", "|---|---|---|---|---|"]
+    for v, r in res["variants"].items():
+        mem = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        lines.append(f"| {v} | {r['ms_per_step']:.1f} ({r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f}) | "
+                     f"{r['images_per_second']:.0f} | {r['ratio_to_mixup']:.2f} | {mem} |")
+    return "\n".join(lines)

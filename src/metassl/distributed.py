@@ -1,0 +1,149 @@
+"""Data parallelism under torchrun: process group, gradient all-reduce, synchronised BatchNorm.
+
+    torchrun --nproc-per-node 2 -m metassl train --preset fmnist-1000 device=cpu     # gloo on CPU
+    torchrun --nproc-per-node 8 -m metassl train --preset imagenet-10pct data_dir=...  # nccl on CUDA
+
+`batch_size` and `unlabeled_batch_size` are GLOBAL: each of N processes takes a contiguous 1/N shard
+of the same global batch (data/sampling.py), gradients are averaged, so N processes compute what one
+process with the whole batch computes (up to BatchNorm, which sees per-process batches unless
+`sync_bn=true`, and float reduction order). A single process needs no torchrun.
+
+We average gradients with one flat all-reduce after backward instead of wrapping the model in
+DistributedDataParallel: every algorithm runs several forwards (and the meta pass) per backward,
+which DDP's reducer does not allow without `static_graph`, and the explicit form keeps the step the
+same code with 1 or N processes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 alone writes logs, checkpoints and results."""
+        return self.rank == 0
+
+
+def setup(device: str) -> Dist:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1); else one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        cuda = device != "cpu" and torch.cuda.is_available()
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device != "cpu" and torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+def teardown(d: Dist) -> None:
+    if d.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def average_(tensors: list[Tensor], d: Dist) -> None:
+    """In-place mean over processes of a list of tensors, as one flat all-reduce."""
+    if d.world == 1 or not tensors:
+        return
+    flat = _flatten_dense_tensors(tensors)
+    dist.all_reduce(flat)
+    flat /= d.world
+    for t, avg in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
+        t.copy_(avg)
+
+
+def average_gradients(model: nn.Module, d: Dist) -> None:
+    """After backward: every process gets the gradient of the global-batch mean loss."""
+    average_([p.grad for p in model.parameters() if p.grad is not None], d)
+
+
+def average_dict(grads: dict[str, Tensor], d: Dist) -> dict[str, Tensor]:
+    """The labeled gradient g_l averaged over processes (the global meta-gradient), as a new dict."""
+    out = {k: g.clone() for k, g in grads.items()}
+    average_(list(out.values()), d)
+    return out
+
+
+def broadcast_state(model: nn.Module, d: Dist) -> None:
+    """Make every process hold rank 0's parameters and buffers (start; buffers after unsynced BN)."""
+    if d.world == 1:
+        return
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, 0)
+
+
+def sum_all(values: Tensor, d: Dist) -> Tensor:
+    if d.world > 1:
+        dist.all_reduce(values)
+    return values
+
+
+def gather_objects(obj: Any, d: Dist) -> list[Any]:
+    """Every process's `obj`, in rank order (e.g. RNG states for an exact resume)."""
+    if d.world == 1:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the global batch on any device (torch's SyncBatchNorm is GPU-only).
+
+    Batch sums are all-reduced with the differentiable torch.distributed.nn.all_reduce, so gradients
+    flow through the global statistics. Eval mode uses the running statistics, as usual.
+    """
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0] + list(range(2, x.ndim))
+        c = x.shape[1]
+        count = torch.full((1,), x.numel() / c, dtype=x.dtype, device=x.device)
+        stats = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = stats[c:2 * c] / n - mean * mean
+        if self.track_running_stats:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
+                self.num_batches_tracked += 1
+        shape = [1, c] + [1] * (x.ndim - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm layer by SyncBatchNorm, keeping its parameters and statistics."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SyncBatchNorm):
+        new = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, convert_sync_batchnorm(child))
+    return module

@@ -1,0 +1,635 @@
+"""The bad-input matrix: every malformed setting, command line or data file gives exactly one line
+`metassl: error: ...` on stderr and exit status 2, and leaves no run directory behind.
+
+Everything goes through `metassl.cli.main([...])` (two cases also through a real subprocess). Part of
+the matrix is generated with hypothesis (bounded: few examples, no deadline). Every input tried is
+counted; the last test prints the counts (docs/RELIABILITY.md quotes them).
+"""
+from __future__ import annotations
+
+import gzip
+import itertools
+import pickle
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metassl.cli import main
+from metassl.config import FIELDS, PRESETS
+from metassl.data import sources
+
+COUNTS: Counter = Counter()
+_fresh = itertools.count()
+SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+# A training command that succeeds on GOOD_NPZ (test_the_base_command_is_valid); each case spoils one thing.
+BASE = ["train", "--quiet", "device=cpu", "threads=1", "iterations=1", "batch_size=4", "num_labels=8",
+        "eval_every=1", "log_every=1", "checkpoint_every=1", "warmup=0", "consistency_rampup=0"]
+N_TRAIN, N_CLASSES = 40, 4
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No real data, cache, env or network."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("METASSL_OFFLINE", "1")
+    monkeypatch.delenv("METASSL_DATA", raising=False)
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", str(tmp_path / "no-debian"))
+
+
+def good_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.integers(0, 256, (N_TRAIN, 8, 8), dtype=np.uint8), "y": np.arange(N_TRAIN) % N_CLASSES,
+            "x_test": rng.integers(0, 256, (8, 8, 8), dtype=np.uint8), "y_test": np.arange(8) % N_CLASSES}
+
+
+@pytest.fixture(scope="module")
+def good_npz(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "good.npz"
+    np.savez(path, **good_arrays())
+    return path
+
+
+def fresh(tmp_path: Path) -> Path:
+    """A new, not yet existing --out path (hypothesis reuses tmp_path across examples)."""
+    return tmp_path / f"run{next(_fresh)}"
+
+
+def rejects(argv: list[str], capsys, out: Path | None, category: str) -> str:
+    """main(argv) must print exactly one `metassl: error:` line on stderr, return 2 and not create `out`."""
+    capsys.readouterr()
+    rc = main(argv)
+    cap = capsys.readouterr()
+    lines = cap.err.splitlines()
+    assert rc == 2, f"{argv!r}: exit {rc}, stderr {cap.err[-1500:]!r}"
+    assert len(lines) == 1 and lines[0].startswith("metassl: error: "), f"{argv!r}: stderr {cap.err!r}"
+    if out is not None:
+        assert not out.exists(), f"{argv!r} left {out} behind: {sorted(p.name for p in out.iterdir())}"
+    COUNTS[category] += 1
+    return lines[0]
+
+
+def train_rejects(overrides: list[str], capsys, tmp_path: Path, category: str, data: Path | None = None,
+                  extra: list[str] = ()) -> str:
+    out = fresh(tmp_path)
+    ds = [f"dataset={data}"] if data is not None else []
+    return rejects(BASE + ds + list(overrides) + list(extra) + ["--out", str(out)], capsys, out, category)
+
+
+def test_the_base_command_is_valid(good_npz, tmp_path, capsys):
+    """The matrix is meaningful: the unspoiled command trains (so each failure below is the spoiled part)."""
+    out = tmp_path / "ok"
+    assert main(BASE + [f"dataset={good_npz}", "--out", str(out)]) == 0
+    assert (out / "results.json").exists()
+
+
+# ----------------------------------------------------------------------------- config values
+
+@pytest.mark.parametrize("override, needle", [
+    ("lr=-0.1", "lr"), ("lr=0", "lr"), ("lr=11", "lr"), ("eps_scale=0", "eps_scale"), ("eps_scale=-1", "eps_scale"),
+    ("mixup_gamma=0", "mixup_gamma"), ("mixup_gamma=-0.5", "mixup_gamma"), ("batch_size=0", "batch_size"),
+    ("batch_size=-4", "batch_size"), ("unlabeled_batch_size=-1", "unlabeled_batch_size"),
+    ("unlabeled_batch_size=3", "unlabeled_batch_size"),            # mixup needs equal batches
+    ("momentum=1", "momentum"), ("weight_decay=-1e-4", "weight_decay"), ("ema=1", "ema"), ("beta=-1", "beta"),
+    ("iterations=0", "iterations"), ("num_labels=0", "num_labels"), ("num_labels=-2", "num_labels"),
+    ("translate=65", "translate"), ("lr_decay=0", "lr_decay"), ("lr=nan", "lr"), ("lr=inf", "lr"),
+    ("lr=1e400", "lr"), ("iterations=1.5", "iterations"), ("iterations=ten", "iterations"), ("lr=fast", "lr"),
+    ("nesterov=maybe", "nesterov"), ("algorithm=nope", "algorithm"), ("algorithm=", "algorithm"),
+    ("model=vgg99", "model"), ("dataset=imagenet21k", "data set"), ("dataset=", "data set"),
+    ("dataset=/no/such/file.npz", "does not exist"), ("device=tpu", "device"), ("device=cuda", "CUDA"),
+    ("meta_method=sgd", "meta_method"), ("projection=l1", "projection"), ("flip=sometimes", "flip"),
+    ("lr_schedule=step", "lr_steps"), ("lr_schedule=step lr_steps=5,x", "lr_steps"),
+    ("lr_schedule=step lr_steps=8,5", "lr_steps"), ("lerning_rate=0.1", "lerning_rate"),
+    ("=0.1", "unknown config key"), ("lr", "key=value"), ("lr:0.1", "key=value"),
+    ("num_labels=400", "fewer"), ("num_labels=10", "divisible"), ("num_val=4000", "num_val"),
+    ("num_val=3", "num_val"), ("num_labels=-1", "unlabeled"), ("image_size=2", "image_size"),
+    ("model=convlarge", "image_size"),
+])
+def test_bad_config_value(override, needle, good_npz, capsys, tmp_path):
+    if override == "device=cuda":
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is available here")
+    line = train_rejects(override.split(" "), capsys, tmp_path, "config value (listed)", good_npz)
+    assert needle in line
+
+
+def _floats(**kw):
+    return st.floats(allow_nan=False, allow_infinity=False, **kw)
+
+
+_NEG = _floats(max_value=-1e-9)
+OUT_OF_RANGE = st.one_of(
+    st.tuples(st.just("lr"), _floats(max_value=0) | _floats(min_value=10, exclude_min=True)),
+    st.tuples(st.sampled_from(["eps_scale", "mixup_gamma"]), _floats(max_value=0)),
+    st.tuples(st.sampled_from(["beta", "consistency_weight", "weight_decay"]), _NEG),
+    st.tuples(st.sampled_from(["momentum", "ema"]), _NEG | _floats(min_value=1)),
+    st.tuples(st.just("lr_decay"), _floats(max_value=0) | _floats(min_value=1, exclude_min=True)),
+    st.tuples(st.sampled_from(["batch_size", "iterations", "eval_every", "eval_batch_size", "checkpoint_every",
+                               "log_every"]), st.integers(max_value=0)),
+    st.tuples(st.sampled_from(["unlabeled_batch_size", "num_val", "warmup", "threads", "image_size",
+                               "consistency_rampup"]), st.integers(max_value=-1)),
+    st.tuples(st.just("num_labels"), st.integers(max_value=-2) | st.just(0)),
+    st.tuples(st.just("translate"), st.integers(max_value=-1) | st.integers(min_value=65)),
+)
+
+
+@SETTINGS
+@given(case=OUT_OF_RANGE)
+def test_out_of_range_values_generated(case, good_npz, capsys, tmp_path):
+    key, value = case
+    line = train_rejects([f"{key}={value!r}"], capsys, tmp_path, "config value (generated)", good_npz)
+    assert key in line
+
+
+def _not_a_number(text: str) -> bool:
+    try:
+        float(text.strip())
+    except ValueError:
+        return True
+    return False
+
+
+NUMERIC = sorted(k for k, f in FIELDS.items() if f.type in ("int", "float", int, float))
+BOOLEAN = sorted(k for k, f in FIELDS.items() if f.type in ("bool", bool))
+
+
+@SETTINGS
+@given(key=st.sampled_from(NUMERIC), text=st.text(max_size=12).filter(_not_a_number))
+def test_non_numeric_strings_for_numbers(key, text, good_npz, capsys, tmp_path):
+    train_rejects([f"{key}={text}"], capsys, tmp_path, "non-numeric string (generated)", good_npz)
+
+
+@SETTINGS
+@given(key=st.sampled_from(BOOLEAN),
+       text=st.text(max_size=8).filter(lambda t: t.strip().lower() not in ("1", "0", "true", "false", "yes", "no",
+                                                                            "on", "off")))
+def test_non_boolean_strings(key, text, good_npz, capsys, tmp_path):
+    train_rejects([f"{key}={text}"], capsys, tmp_path, "non-boolean string (generated)", good_npz)
+
+
+@SETTINGS
+@given(key=st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,20}", fullmatch=True).filter(lambda k: k not in FIELDS),
+       value=st.text(max_size=6))
+def test_unknown_keys(key, value, good_npz, capsys, tmp_path):
+    line = train_rejects([f"{key}={value}"], capsys, tmp_path, "unknown key (generated)", good_npz)
+    assert "unknown config key" in line
+
+
+@SETTINGS
+@given(item=st.text(min_size=0, max_size=16).filter(lambda t: "=" not in t and not t.startswith("-")))
+def test_malformed_key_value(item, good_npz, capsys, tmp_path):
+    train_rejects([item], capsys, tmp_path, "malformed key=value (generated)", good_npz)
+
+
+CHOICE_KEYS = {"algorithm": None, "model": None, "meta_method": ("fd", "jvp", "exact"), "meta_phi": ("mse", "kl"),
+               "beta_schedule": ("lr", "constant", "cosine"), "projection": ("relu", "simplex"),
+               "consistency": ("mse", "kl"), "lr_schedule": ("cosine", "step", "constant"),
+               "flip": ("auto", "true", "false"), "device": ("auto", "cpu")}
+
+
+def _valid_choice(key: str, value: str) -> bool:
+    from metassl.algorithms import ALGORITHMS
+    from metassl.models import model_names
+    v = value.strip()
+    if key == "algorithm":
+        return v in ALGORITHMS
+    if key == "model":
+        return v in model_names()
+    if key == "device":
+        return v in ("auto", "cpu") or v.startswith("cuda")       # cuda without CUDA is its own error
+    return (v.lower() if key == "flip" else v) in CHOICE_KEYS[key]
+
+
+@SETTINGS
+@given(key=st.sampled_from(sorted(CHOICE_KEYS)), value=st.text(max_size=12))
+def test_unknown_choices(key, value, good_npz, capsys, tmp_path):
+    if _valid_choice(key, value):
+        return
+    line = train_rejects([f"{key}={value}"], capsys, tmp_path, "unknown choice (generated)", good_npz)
+    assert key in line
+
+
+@SETTINGS
+@given(name=st.text(max_size=16).filter(lambda t: t.strip().lower() not in sources.DATASETS))
+def test_unknown_or_missing_datasets(name, capsys, tmp_path):
+    train_rejects([f"dataset={name}"], capsys, tmp_path, "dataset name (generated)")
+
+
+_BREAKY = st.text(alphabet=st.sampled_from(list("ab/.\n\r\x0b\x0c\x85\u2028")), min_size=1, max_size=10)
+
+
+@SETTINGS
+@given(key=st.sampled_from(["dataset", "data_dir", "lr", "lr_steps", "algorithm", "model"]), text=_BREAKY)
+def test_line_breaks_in_values_and_paths_stay_one_line(key, text, good_npz, capsys, tmp_path):
+    """A value or path holding a line break still gives exactly one line (the break is escaped)."""
+    extra = {"dataset": [f"dataset={text}.npz"], "data_dir": ["dataset=npz", f"data_dir={text}"],
+             "lr_steps": ["lr_schedule=step", f"lr_steps={text}"]}.get(key, [f"{key}={text}"])
+    train_rejects(extra, capsys, tmp_path, "line breaks in values (generated)", None if key in ("dataset", "data_dir")
+                  else good_npz)
+
+
+@SETTINGS
+@given(name=st.text(min_size=1, max_size=16).filter(lambda t: t not in PRESETS and not t.startswith("-")))
+def test_unknown_presets(name, good_npz, capsys, tmp_path):
+    line = train_rejects([], capsys, tmp_path, "preset (generated)", good_npz, extra=["--preset", name])
+    assert "preset" in line
+
+
+@SETTINGS
+@given(k=st.integers(min_value=1, max_value=10**6))
+def test_num_labels_too_many_or_not_divisible(k, good_npz, capsys, tmp_path):
+    n = k if k % N_CLASSES else (k + N_TRAIN) * N_CLASSES          # not divisible, or divisible but too many
+    train_rejects([f"num_labels={n}"], capsys, tmp_path, "num_labels (generated)", good_npz)
+
+
+# ----------------------------------------------------------------------------- command lines
+
+def _finished_run(tmp_path: Path, good_npz: Path) -> Path:
+    run = tmp_path / "finished"
+    assert main(BASE + [f"dataset={good_npz}", "--out", str(run)]) == 0
+    return run
+
+
+def test_bad_command_lines(good_npz, capsys, tmp_path):
+    run = _finished_run(tmp_path, good_npz)
+    capsys.readouterr()
+    afile = tmp_path / "a_file"
+    afile.write_text("x")
+    yaml_cases = {"bad.yaml": "lr: [unclosed", "list.yaml": "- 1\n- 2\n", "unknown.yaml": "lerning_rate: 0.1\n",
+                  "nested.yaml": "lr: {a: 1}\n", "value.yaml": "lr: -3\n", "binary.yaml": b"\xff\xfe\x00bad",
+                  "scalar.yaml": "just text\n"}
+    for name, text in yaml_cases.items():
+        (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    out = fresh(tmp_path)
+    cases = [
+        [], ["frobnicate"], ["train", "--bogus-flag"], ["train", "--out"], ["train", "--resume"],
+        ["train", "--resume", str(tmp_path / "nope")], ["train", "--resume", str(empty_dir)],
+        ["train", "--resume", str(run), "lr=0.1"], ["train", "--resume", str(run), "--preset", "fmnist-1000"],
+        ["train", "--config", str(tmp_path / "missing.yaml")], ["train", "--config", str(empty_dir)],
+        *[["train", "--config", str(tmp_path / name)] for name in yaml_cases],
+        ["train", f"dataset={good_npz}", "--out", str(afile)],
+        ["eval"], ["eval", str(tmp_path / "nope")], ["eval", str(empty_dir)], ["eval", str(run), "--device", "tpu"],
+        ["check", "--model", "vgg"], ["check", "--batch", "x"], ["check", "--eps-scale", "abc"],
+        ["presets", "extra"], ["algorithms", "--json"],
+        ["plot", str(tmp_path / "nope")], ["plot", str(empty_dir)], ["predict", str(tmp_path / "nope"), str(empty_dir)],
+        ["predict", str(run), str(tmp_path / "no-images")], ["features", str(empty_dir)], ["features", str(run), "--n", "x"],
+        ["bench", "nosuch", "--quick"], ["bench", "fmnist-1000", "--seeds", "a,b"], ["bench-step", "--variants", "nope"],
+        ["bench-step", "--model", "vgg"],
+    ]
+    for argv in cases:
+        if argv[:1] == ["train"] and "--resume" not in argv and "--out" not in argv:
+            argv = BASE + [f"dataset={good_npz}"] + argv[1:] + ["--out", str(out)]
+        rejects(argv, capsys, out, "command line (listed)")
+    assert afile.read_text() == "x"
+
+
+def _subcommands() -> set[str]:
+    import argparse
+
+    from metassl.cli import build_parser
+    return {c for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices}
+
+
+SUBCOMMANDS = _subcommands()
+
+
+@SETTINGS
+@given(argv=st.lists(st.text(max_size=10).filter(lambda t: not t.startswith("-")), min_size=1, max_size=4)
+       .filter(lambda a: a[0] not in SUBCOMMANDS))
+def test_random_command_lines(argv, capsys, tmp_path):
+    rejects(argv, capsys, None, "command line (generated)")
+
+
+def test_existing_run_is_refused_and_untouched(good_npz, capsys, tmp_path):
+    run = _finished_run(tmp_path, good_npz)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    line = rejects(BASE + [f"dataset={good_npz}", "--out", str(run)], capsys, None, "command line (listed)")
+    assert "--resume" in line and "--force" in line
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # --force with bad input must not destroy the old run either: the data are checked before anything is cleared
+    rejects(BASE + ["dataset=/no/such.npz", "--force", "--out", str(run)], capsys, None, "command line (listed)")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_damaged_run_directories(good_npz, capsys, tmp_path):
+    """--resume and eval on a run whose config.json or checkpoints are damaged: one line, nothing changed."""
+    run = _finished_run(tmp_path, good_npz)
+    capsys.readouterr()
+    cfg = (run / "config.json").read_text()
+    for text in ("{not json", "[1, 2]", '{"lr": "fast"}', '{"lerning_rate": 1}', "", '{"lr": -1}'):
+        (run / "config.json").write_text(text)
+        rejects(["train", "--resume", str(run), "--quiet"], capsys, None, "damaged run (listed)")
+        if text != '{"lr": -1}':                  # eval needs no lr: only an unreadable config stops it
+            rejects(["eval", str(run), "--device", "cpu"], capsys, None, "damaged run (listed)")
+    (run / "config.json").write_text(cfg)
+    for name in ("last.pt", "prev.pt"):
+        (run / name).write_bytes(b"garbage")
+    rejects(["train", "--resume", str(run), "--quiet"], capsys, None, "damaged run (listed)")
+    rejects(["eval", str(run), "--device", "cpu"], capsys, None, "damaged run (listed)")
+
+
+# ----------------------------------------------------------------------------- corrupt data files
+# Each format's unspoiled data set trains (test_valid_files_of_each_format_train), so every rejection
+# below comes from the one spoiled file.
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    header = (0x800 | arr.ndim).to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def write_mnist(d: Path, spoil: dict[str, bytes] | None = None, n: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10, rng.integers(0, 256, (10, 28, 28)), np.arange(10)]
+    d.mkdir(parents=True, exist_ok=True)
+    for name, arr in zip(IDX, arrays):
+        (d / (name + ".gz")).write_bytes(gzip.compress(idx_bytes(arr)))
+    for name, raw in (spoil or {}).items():
+        for old in d.glob(name + "*"):
+            old.unlink()
+        (d / name).write_bytes(raw)
+    return d
+
+
+def write_cifar10(d: Path, spoil: dict[str, object] | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    d.mkdir(parents=True, exist_ok=True)
+    files = {f"data_batch_{i}": {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8),
+                                 b"labels": [(8 * i + j) % 10 for j in range(8)]} for i in range(1, 6)}
+    files["test_batch"] = {b"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8), b"labels": list(range(10))}
+    files.update(spoil or {})
+    for name, obj in files.items():
+        (d / name).write_bytes(obj if isinstance(obj, bytes) else pickle.dumps(obj, protocol=2))
+    return d
+
+
+def write_svhn(d: Path, train: dict | bytes | None = None) -> Path:
+    from scipy.io import savemat
+    d.mkdir(parents=True, exist_ok=True)
+    x = np.random.default_rng(0).integers(0, 256, (32, 32, 3, 20), dtype=np.uint8)
+    y = (np.arange(20) % 10 + 1).reshape(-1, 1)
+    good = {"X": x, "y": y}
+    savemat(d / "test_32x32.mat", good)
+    if isinstance(train, bytes):
+        (d / "train_32x32.mat").write_bytes(train)
+    else:
+        savemat(d / "train_32x32.mat", train if train is not None else good)
+    return d
+
+
+def write_folder(root: Path, spoil: str) -> Path:
+    from PIL import Image
+    for split, n in (("train", 8), ("val", 2)):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (40 * i, 100, 200)).save(root / split / c / f"{i}.png")
+    if spoil == "text-as-png":
+        (root / "train" / "cat" / "9.png").write_text("this is not an image")
+    elif spoil == "only-text-files":
+        for p in (root / "train" / "dog").iterdir():
+            p.unlink()
+        (root / "train" / "dog" / "readme.txt").write_text("no images here")
+    elif spoil == "mixed-sizes":
+        Image.new("RGB", (9, 7)).save(root / "train" / "cat" / "odd.png")
+    elif spoil == "truncated-png":
+        raw = (root / "train" / "cat" / "0.png").read_bytes()
+        (root / "train" / "cat" / "0.png").write_bytes(raw[: len(raw) // 2])
+    elif spoil == "no-val":
+        for p in sorted((root / "val").rglob("*"), reverse=True):
+            p.unlink() if p.is_file() else p.rmdir()
+        (root / "val").rmdir()
+    elif spoil == "unknown-val-class":
+        (root / "val" / "cow").mkdir()
+        Image.new("RGB", (8, 8)).save(root / "val" / "cow" / "0.png")
+    elif spoil == "no-train":
+        (root / "train").rename(root / "training")
+    return root
+
+
+def _npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+G = good_arrays()
+NPZ_CASES = {
+    "mismatched lengths": dict(G, y=G["y"][:-1]),
+    "x float32": dict(G, x=G["x"].astype(np.float32)),
+    "y float": dict(G, y=G["y"].astype(np.float64)),
+    "x 5-D": dict(G, x=G["x"][:, None, :, :, None]),
+    "x 2-D": dict(G, x=G["x"].reshape(N_TRAIN, -1)),
+    "x empty": dict(G, x=G["x"][:0], y=G["y"][:0]),
+    "negative label": dict(G, y=np.where(np.arange(N_TRAIN) == 3, -1, G["y"])),
+    "x_test without y_test": {k: v for k, v in G.items() if k != "y_test"},
+    "x_test other size": dict(G, x_test=np.zeros((8, 9, 9), np.uint8)),
+    "y_test mismatched": dict(G, y_test=G["y_test"][:3]),
+    "classes not strings": dict(G, classes=np.arange(4)),
+    "labels beyond classes": dict(G, classes=np.array(["a", "b"])),
+    "x_unlabeled other size": dict(G, x_unlabeled=np.zeros((5, 4, 4), np.uint8)),
+    "flip not bool": dict(G, flip=np.array([1.5])),
+    "unknown key": dict(G, labels=G["y"]),
+    "missing y": {k: v for k, v in G.items() if k != "y"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(NPZ_CASES))
+def test_bad_npz(case, capsys, tmp_path):
+    path = _npz(tmp_path / "bad.npz", **NPZ_CASES[case])
+    train_rejects([], capsys, tmp_path, "data file (listed)", path)
+
+
+def test_npz_special_files(capsys, tmp_path):
+    obj = tmp_path / "obj.npz"
+    np.savez(obj, x=np.array([object()] * 3, dtype=object), y=np.arange(3))
+    notzip = tmp_path / "notzip.npz"
+    notzip.write_bytes(b"PK\x03\x04 definitely not a zip")
+    two = tmp_path / "two"
+    two.mkdir()
+    _npz(two / "a.npz", **G)
+    _npz(two / "b.npz", **G)
+    for path in (obj, notzip, tmp_path / "missing.npz"):
+        train_rejects([], capsys, tmp_path, "data file (listed)", path)
+    train_rejects([f"data_dir={two}"], capsys, tmp_path, "data file (listed)", extra=["dataset=npz"])
+
+
+def _labels_11() -> bytes:
+    return gzip.compress(idx_bytes(np.full(40, 11)))
+
+
+MNIST_CASES = {
+    "truncated images": {IDX[0]: idx_bytes(np.zeros((40, 28, 28)))[:-100]},
+    "wrong magic": {IDX[0]: b"\x00\x00\x09\x99" + idx_bytes(np.zeros((40, 28, 28)))[4:]},
+    "labels given as images": {IDX[1]: idx_bytes(np.zeros((40, 28, 28)))},
+    "corrupt gzip": {IDX[0] + ".gz": gzip.compress(idx_bytes(np.zeros((40, 28, 28))))[:-30]},
+    "empty file": {IDX[2]: b""},
+    "count mismatch": {IDX[1]: idx_bytes(np.arange(39) % 10)},
+    "label out of range": {IDX[1] + ".gz": _labels_11()},
+}
+
+
+@pytest.mark.parametrize("case", sorted(MNIST_CASES))
+def test_bad_idx(case, capsys, tmp_path):
+    d = write_mnist(tmp_path / "mnist", MNIST_CASES[case])
+    train_rejects(["dataset=mnist", f"data_dir={d}", "num_labels=10"], capsys, tmp_path, "data file (listed)")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+CIFAR_CASES = {
+    "missing labels": {"data_batch_3": {b"data": np.zeros((8, 3072), np.uint8)}},
+    "missing data": {"test_batch": {b"labels": [1, 2]}},
+    "data wrong shape": {"data_batch_1": {b"data": np.zeros((8, 1024), np.uint8), b"labels": [0] * 8}},
+    "data float": {"data_batch_1": {b"data": np.zeros((8, 3072), np.float32), b"labels": [0] * 8}},
+    "labels length": {"data_batch_2": {b"data": np.zeros((8, 3072), np.uint8), b"labels": [0] * 7}},
+    "labels not ints": {"data_batch_2": {b"data": np.zeros((8, 3072), np.uint8), b"labels": ["a"] * 8}},
+    "label out of range": {"data_batch_2": {b"data": np.zeros((8, 3072), np.uint8), b"labels": [10] * 8}},
+    "a list": {"data_batch_5": [1, 2, 3]},
+    "code in pickle": {"data_batch_1": pickle.dumps({b"data": _Evil(), b"labels": [0]}, protocol=2)},
+    "garbage": {"test_batch": b"\x80\x02garbage"},
+    "truncated": {"data_batch_1": pickle.dumps({b"data": np.zeros((8, 3072), np.uint8), b"labels": [0] * 8})[:500]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CIFAR_CASES))
+def test_bad_cifar(case, capsys, tmp_path):
+    d = write_cifar10(tmp_path / "c10", CIFAR_CASES[case])
+    train_rejects(["dataset=cifar10", f"data_dir={d}", "num_labels=10"], capsys, tmp_path, "data file (listed)")
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_bad_cifar100(capsys, tmp_path):
+    d = tmp_path / "c100"
+    d.mkdir()
+    for name in ("train", "test"):
+        (d / name).write_bytes(pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"coarse_labels": [0] * 4}))
+    train_rejects(["dataset=cifar100", f"data_dir={d}", "num_labels=100"], capsys, tmp_path, "data file (listed)")
+
+
+SVHN_CASES = {
+    "no X": {"y": np.ones((20, 1))},
+    "no y": {"X": np.zeros((32, 32, 3, 20), np.uint8)},
+    "X float": {"X": np.zeros((32, 32, 3, 20)), "y": np.ones((20, 1))},
+    "X 3-D": {"X": np.zeros((32, 32, 20), np.uint8), "y": np.ones((20, 1))},
+    "y out of range": {"X": np.zeros((32, 32, 3, 20), np.uint8), "y": np.full((20, 1), 11)},
+    "y count": {"X": np.zeros((32, 32, 3, 20), np.uint8), "y": np.ones((19, 1))},
+    "not a mat file": b"MATLAB 5.0 MAT-file, but nothing else",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SVHN_CASES))
+def test_bad_svhn(case, capsys, tmp_path):
+    d = write_svhn(tmp_path / "svhn", SVHN_CASES[case])
+    train_rejects(["dataset=svhn", f"data_dir={d}", "num_labels=10"], capsys, tmp_path, "data file (listed)")
+
+
+@pytest.mark.parametrize("spoil", ["text-as-png", "only-text-files", "mixed-sizes", "truncated-png", "no-val",
+                                   "unknown-val-class", "no-train"])
+def test_bad_image_folder(spoil, capsys, tmp_path):
+    root = write_folder(tmp_path / "imgs", spoil)
+    train_rejects(["dataset=folder", f"data_dir={root}", "num_labels=4"], capsys, tmp_path, "data file (listed)")
+
+
+def test_valid_files_of_each_format_train(capsys, tmp_path):
+    for overrides in ([f"dataset={_npz(tmp_path / 'v.npz', **G)}"],
+                      ["dataset=mnist", f"data_dir={write_mnist(tmp_path / 'mnist')}", "num_labels=10"],
+                      ["dataset=cifar10", f"data_dir={write_cifar10(tmp_path / 'c10')}", "num_labels=10"],
+                      ["dataset=svhn", f"data_dir={write_svhn(tmp_path / 'svhn')}", "num_labels=10"],
+                      ["dataset=folder", f"data_dir={write_folder(tmp_path / 'imgs', 'none')}", "num_labels=4"]):
+        out = fresh(tmp_path)
+        assert main(BASE + overrides + ["--out", str(out)]) == 0, capsys.readouterr().err
+        assert (out / "results.json").exists()
+
+
+def test_folder_without_data_dir(capsys, tmp_path):
+    train_rejects(["dataset=folder"], capsys, tmp_path, "data file (listed)")
+
+
+# generated: random bytes, and valid files cut short at a random length, in each format
+
+def _valid_file(fmt: str, tmp: Path) -> tuple[bytes, str]:
+    """(the bytes of one valid file, its name) for a format."""
+    if fmt == "npz":
+        p = _npz(tmp / "v.npz", **G)
+        return p.read_bytes(), "v.npz"
+    if fmt == "idx-gz":
+        return gzip.compress(idx_bytes(np.zeros((40, 28, 28)))), IDX[0] + ".gz"
+    if fmt == "idx":
+        return idx_bytes(np.zeros((40, 28, 28))), IDX[0]
+    if fmt == "cifar":
+        return pickle.dumps({b"data": np.zeros((8, 3072), np.uint8), b"labels": [0] * 8}, protocol=2), "data_batch_1"
+    if fmt == "mat":
+        d = write_svhn(tmp / "svhn-valid")
+        return (d / "train_32x32.mat").read_bytes(), "train_32x32.mat"
+    raise AssertionError(fmt)
+
+
+def _place(fmt: str, raw: bytes, name: str, tmp: Path) -> list[str]:
+    """Write `raw` as the one bad file of a data set of format `fmt`; the overrides that load it."""
+    d = tmp / f"data{next(_fresh)}"
+    if fmt == "npz":
+        d.mkdir()
+        (d / name).write_bytes(raw)
+        return [f"dataset={d / name}"]
+    if fmt.startswith("idx"):
+        write_mnist(d, {name: raw})
+        return ["dataset=mnist", f"data_dir={d}", "num_labels=10"]
+    if fmt == "cifar":
+        write_cifar10(d, {name: raw})
+        return ["dataset=cifar10", f"data_dir={d}", "num_labels=10"]
+    write_svhn(d, raw)
+    return ["dataset=svhn", f"data_dir={d}", "num_labels=10"]
+
+
+FORMATS = ["npz", "idx-gz", "idx", "cifar", "mat"]
+
+
+@SETTINGS
+@given(fmt=st.sampled_from(FORMATS), raw=st.binary(max_size=300))
+def test_random_bytes_as_data_files(fmt, raw, capsys, tmp_path):
+    _, name = _valid_file(fmt, tmp_path)
+    train_rejects(_place(fmt, raw, name, tmp_path), capsys, tmp_path, "data file (generated: random bytes)")
+
+
+@settings(SETTINGS, max_examples=25)
+@given(fmt=st.sampled_from(FORMATS), frac=st.floats(min_value=0.0, max_value=1.0, exclude_max=True))
+def test_truncated_data_files(fmt, frac, capsys, tmp_path):
+    raw, name = _valid_file(fmt, tmp_path)
+    cut = int(frac * len(raw))
+    train_rejects(_place(fmt, raw[:cut], name, tmp_path), capsys, tmp_path, "data file (generated: truncated)")
+
+
+# ----------------------------------------------------------------------------- real processes
+
+@pytest.mark.parametrize("args", [["lr=-1"], ["dataset=/no/such/data.npz"], ["num_labels=7"]])
+def test_through_a_real_process(args, good_npz, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "metassl"] + BASE + [f"dataset={good_npz}"] + args + ["--out", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    lines = p.stderr.splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("metassl: error: "), p.stderr
+    assert "Traceback" not in p.stderr and not out.exists()
+    COUNTS["real process (listed)"] += 1
+
+
+def test_zz_counts(capsys):
+    """Print how many bad inputs this file tried, by category (quoted in docs/RELIABILITY.md)."""
+    total = sum(COUNTS.values())
+    with capsys.disabled():
+        print(f"\nbad inputs tried: {total} (" + ", ".join(f"{k}: {v}" for k, v in sorted(COUNTS.items())) + ")")
+    assert total > 0

@@ -1,0 +1,100 @@
+"""The bench on a tiny synthetic data set: rows, tables, skipping finished runs, resuming, refusing to mix
+protocols, and the CLI entry point."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from metassl import bench
+from metassl.bench import run_bench, run_config
+from metassl.cli import main
+from metassl.errors import UserError
+
+from .test_algorithms import tiny_data
+
+TINY = dict(num_labels=16, batch_size=8, iterations=4, eval_every=2, checkpoint_every=2, warmup=1,
+            consistency_rampup=2, device="cpu", eval_batch_size=64, log_every=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads spin against other jobs (20-50x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_bench_writes_tables_and_skips_finished_runs(tmp_path):
+    logs: list[str] = []
+    rows = run_bench("fmnist-1000", seeds=[0, 1], algorithms=["supervised", "metamixup"], out=tmp_path,
+                     overrides=TINY, data=tiny_data(), log=logs.append)
+    assert [(r["algorithm"], r["seed"]) for r in rows] == [("supervised", 0), ("metamixup", 0),
+                                                          ("supervised", 1), ("metamixup", 1)]
+    table = read_csv(tmp_path / "summary.csv")
+    assert list(table[0]) == list(bench.CSV_COLUMNS)
+    assert {(r["algorithm"], r["seed"]) for r in table} == {(a, s) for a in ("supervised", "metamixup") for s in "01"}
+    assert all(r["num_labels"] == "16" for r in table)
+    for name in ("supervised", "metamixup"):
+        for seed in (0, 1):
+            res = json.loads((tmp_path / f"{name}-s{seed}" / "results.json").read_text())
+            assert res["seed"] == seed and res["split_seed"] == seed and res["iterations"] == 4
+    md = (tmp_path / "summary.md").read_text()
+    assert "| Supervised (labeled images only) |" in md and "| Meta-gradient SSL (ours: `metamixup`) |" in md
+    assert "| yes | yes | `metamixup` |" in md and "`neither`" not in md
+    assert " ± " in md and "## Cost per run" in md and md.count("| `supervised` |") == 2
+    assert all("trained" in line for line in logs)
+
+    before = (tmp_path / "supervised-s0" / "results.json").read_text()
+    logs.clear()
+    again = run_bench("fmnist-1000", seeds=[0, 1], algorithms=["supervised", "metamixup"], out=tmp_path,
+                      overrides={**TINY, "threads": 1}, data=tiny_data(), log=logs.append)   # speed: no protocol change
+    assert all("skipped" in line for line in logs) and len(logs) == 4
+    assert again == rows and (tmp_path / "supervised-s0" / "results.json").read_text() == before
+
+
+def test_bench_resumes_an_interrupted_run_and_refuses_another_protocol(tmp_path):
+    data = tiny_data()
+    run_bench("fmnist-1000", seeds=[0], algorithms=["meanteacher"], out=tmp_path, overrides=TINY, data=data,
+              log=lambda s: None)
+    (tmp_path / "meanteacher-s0" / "results.json").unlink()          # as if stopped after the last checkpoint
+    logs: list[str] = []
+    rows = run_bench("fmnist-1000", seeds=[0], algorithms=["meanteacher"], out=tmp_path, overrides=TINY, data=data,
+                     log=logs.append)
+    assert "resumed" in logs[0] and (tmp_path / "meanteacher-s0" / "results.json").exists() and len(rows) == 1
+    with pytest.raises(UserError, match="iterations=4"):
+        run_bench("fmnist-1000", seeds=[0], algorithms=["meanteacher"], out=tmp_path,
+                  overrides={**TINY, "iterations": 6}, data=data)
+
+
+def test_run_config_protocol_is_shared_and_variants_set_their_option():
+    a, b = run_config("fmnist-100", "fixmatch", 3, False, {}), run_config("fmnist-100", "vat-ent", 3, False, {})
+    assert (a.num_labels, a.seed, a.split_seed, a.model) == (100, 3, 3, "cnn")
+    assert b.algorithm == "vat" and b.vat_entmin and not a.vat_entmin
+    shared = ("iterations", "batch_size", "unlabeled_batch_size", "lr", "momentum", "weight_decay", "warmup",
+              "lr_schedule", "consistency_rampup", "eval_every", "model", "dataset")
+    assert all(getattr(a, k) == getattr(b, k) for k in shared)
+    assert run_config("fmnist-1000", "supervised", 0, True, {}).iterations < a.iterations
+    with pytest.raises(UserError, match="unknown suite"):
+        run_bench("cifar-7", data=tiny_data())
+    with pytest.raises(UserError, match="unknown algorithm 'nope'"):
+        run_bench("fmnist-1000", algorithms=["nope"], data=tiny_data())
+
+
+def test_cli_bench(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "load_dataset", lambda *a, **k: tiny_data())
+    args = ["bench", "fmnist-100", *[f"{k}={v}" for k, v in TINY.items()], "--quick",
+            "--algorithms", "supervised,vat-ent", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "2 runs" in capsys.readouterr().out
+    assert [r["algorithm"] for r in read_csv(tmp_path / "summary.csv")] == ["supervised", "vat-ent"]
+    assert main(["bench", "fmnist-100", "--seeds", "a,b"]) == 2
+    assert "--seeds" in capsys.readouterr().err

@@ -1,0 +1,73 @@
+"""torchrun on CPU (gloo): 2 processes with B/2 each compute what 1 process with B computes; resume works."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import make_tiny_data
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+# mlp: no dropout; sync_bn: global BatchNorm statistics; meta (Alg. 1): no mixup randomness; no augmentation
+ARGS = ["model=mlp", "sync_bn=true", "algorithm=meta", "translate=0", "flip=false", "device=cpu", "threads=1",
+        "num_labels=40", "batch_size=16", "iterations=8", "eval_every=4", "checkpoint_every=4", "log_every=2",
+        "warmup=2", "consistency_rampup=0", "lr=0.05", "beta_schedule=constant", "beta=0.5"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(args: list[str], procs: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if procs == 1:
+        cmd = [sys.executable, "-m", "metassl", "train", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={procs}", "--master-addr=127.0.0.1",
+               f"--master-port={free_port()}", "-m", "metassl", "train", *args]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    npz = tmp / "tiny.npz"
+    d = make_tiny_data()
+    np.savez(npz, x=d.x_train, y=d.y_train, x_test=d.x_test, y_test=d.y_test)
+    args = ARGS + [f"dataset={npz}", "--quiet"]
+    run(args + ["--out", str(tmp / "one")], 1)
+    run(args + ["--out", str(tmp / "two")], 2)
+    return tmp
+
+
+def weights(run_dir, name="last.pt"):
+    return torch.load(run_dir / name, weights_only=True)["model"]
+
+
+def test_two_processes_with_half_batches_equal_one_process(runs):
+    one, two = weights(runs / "one"), weights(runs / "two")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+    r1 = json.loads((runs / "one" / "results.json").read_text())
+    r2 = json.loads((runs / "two" / "results.json").read_text())
+    assert abs(r1["test_error"] - r2["test_error"]) <= 2.5  # at most a couple of borderline test images
+
+
+def test_two_process_run_resumes_from_its_checkpoint(runs):
+    cut = runs / "cut"
+    shutil.copytree(runs / "two", cut)
+    shutil.copy(cut / "prev.pt", cut / "last.pt")      # as if killed right after the iteration-4 checkpoint
+    (cut / "results.json").unlink()
+    run(["--resume", str(cut), "--quiet"], 2)
+    full, resumed = weights(runs / "two"), weights(cut)
+    for k in full:
+        torch.testing.assert_close(resumed[k], full[k], rtol=1e-5, atol=1e-6, msg=k)

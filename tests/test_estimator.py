@@ -1,0 +1,97 @@
+"""metassl.MetaSSLClassifier: learns digits from ~10% labels, and follows scikit-learn's estimator API.
+
+scikit-learn checks run here: the whole `check_estimator` suite (legacy=True, ~50 checks: cloning, params,
+fit/predict contracts, input validation, NaN/inf, dtypes, pickling, idempotent fits, sample-order and
+subset invariance, n_features_in_, NotFittedError, one-label/one-sample errors, accuracy on blobs)
+with a 20-iteration budget, except `check_classifiers_classes`: it uses -1 as a class label, which this
+estimator (like sklearn.semi_supervised) reads as "unlabeled". Checks needing pandas or SCIPY_ARRAY_API
+are skipped by scikit-learn itself when those are absent.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.utils.estimator_checks import (check_estimator, check_get_params_invariance,  # noqa: E402
+                                            check_set_params)
+
+from metassl import MetaSSLClassifier  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """scikit-learn's bundled 8x8 digits: 75/25 split, ~10% of the training labels kept (others -1)."""
+    X, y = load_digits(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
+    y_semi = np.where(np.random.default_rng(0).random(len(y_tr)) < 0.1, y_tr, -1)
+    return X_tr, y_semi, X_te, y_te
+
+
+def test_learns_digits_as_tabular_rows_from_ten_percent_labels(digits):
+    X_tr, y_semi, X_te, y_te = digits
+    assert 100 < (y_semi >= 0).sum() < 170
+    clf = MetaSSLClassifier(iterations=150, batch_size=32, random_state=0).fit(X_tr, y_semi)
+    assert clf.n_features_in_ == 64 and list(clf.classes_) == list(range(10))
+    assert not clf.keep_.all()                                   # constant border pixels are dropped
+    proba = clf.predict_proba(X_te)
+    assert proba.shape == (len(X_te), 10)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    assert (clf.predict(X_te) == clf.classes_[proba.argmax(1)]).all()
+    assert clf.score(X_te, y_te) > 0.7                           # chance is 0.1
+
+
+def test_learns_digits_as_images_with_the_cnn(digits):
+    X_tr, y_semi, X_te, y_te = digits
+    clf = MetaSSLClassifier(iterations=60, batch_size=32, lr=0.1, random_state=0).fit(X_tr.reshape(-1, 8, 8), y_semi)
+    assert clf.input_shape_ == (8, 8) and type(clf.model_).__name__ == "SmallCNN"
+    assert clf.score(X_te.reshape(-1, 8, 8), y_te) > 0.35        # chance is 0.1 (0.56 at 60 iterations)
+    with pytest.raises(ValueError, match="shape"):
+        clf.predict(X_te.reshape(-1, 8, 8)[:, :, :6])
+
+
+def test_string_labels_with_unlabeled_rows_and_bad_parameters(digits):
+    X_tr, y_semi, _, _ = digits
+    names = np.array([f"digit {k}" for k in range(10)], dtype=object)
+    y = np.where(y_semi >= 0, names[y_semi.clip(0)], -1).astype(object)
+    clf = MetaSSLClassifier(iterations=5, batch_size=16, random_state=0).fit(X_tr, y)
+    assert list(clf.classes_) == list(names) and set(clf.predict(X_tr[:20])) <= set(names)
+    with pytest.raises(ValueError, match="iterations"):
+        MetaSSLClassifier(iterations=0).fit(X_tr, y_semi)
+    with pytest.raises(ValueError, match="algorithm"):
+        MetaSSLClassifier(algorithm="nope").fit(X_tr, y_semi)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        MetaSSLClassifier().fit(X_tr, np.full(len(X_tr), -1))
+
+
+def test_basic_api_checks_and_clone():
+    est = MetaSSLClassifier(iterations=7, lr=0.1, random_state=3)
+    check_get_params_invariance("MetaSSLClassifier", est)
+    check_set_params("MetaSSLClassifier", est)
+    twin = clone(est)
+    assert twin is not est and twin.get_params() == est.get_params()
+    assert est.set_params(batch_size=8).batch_size == 8
+
+
+def test_scikit_learn_check_estimator_suite():
+    check_estimator(MetaSSLClassifier(iterations=20, batch_size=16, random_state=0), on_skip=None,
+                    expected_failed_checks={"check_classifiers_classes":
+                                            "-1 marks unlabeled rows, so it cannot be a class label"})
+
+
+def test_import_metassl_stays_light():
+    code = "import sys, metassl; assert 'sklearn' not in sys.modules and 'matplotlib' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

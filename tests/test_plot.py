@@ -1,0 +1,87 @@
+"""`metassl plot` and `metassl features`: well-formed PNGs from tiny runs; one-line errors otherwise."""
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from metassl.cli import main
+from metassl.config import build_config
+from metassl.plot import read_metrics, smooth
+from metassl.train import train
+from tests.conftest import make_tiny_data
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY = ["device=cpu", "model=cnn", "iterations=20", "batch_size=16", "num_labels=16", "log_every=2", "eval_every=5",
+        "checkpoint_every=20", "warmup=2", "consistency_rampup=5", "translate=1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two 20-iteration runs on a tiny .npz data set: metamixup (logs pl_*) and supervised (does not)."""
+    root = tmp_path_factory.mktemp("runs")
+    data = make_tiny_data(n_train=120, n_test=40, size=8)
+    npz = root / "tiny.npz"
+    np.savez(npz, x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test,
+             classes=np.array(data.classes))
+    for algo in ("metamixup", "supervised"):
+        train(build_config(None, None, [f"dataset={npz}", f"algorithm={algo}", *TINY]), root / algo, quiet=True)
+    return [root / "metamixup", root / "supervised"]
+
+
+def is_png(path):
+    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == PNG
+
+
+def test_plot_overlays_runs_into_test_error_losses_and_pseudo_label_pngs(runs, tmp_path, capsys):
+    out = tmp_path / "plots"
+    assert main(["plot", *map(str, runs), "--out", str(out)]) == 0
+    listed = capsys.readouterr().out.split()
+    for name in ("test_error.png", "losses.png", "pseudo_labels.png"):
+        assert is_png(out / name), name
+        assert str(out / name) in listed
+
+
+def test_plot_of_one_run_writes_into_it_and_skips_pseudo_labels_it_did_not_log(runs, capsys):
+    assert main(["plot", str(runs[1])]) == 0
+    assert is_png(runs[1] / "test_error.png") and is_png(runs[1] / "losses.png")
+    assert not (runs[1] / "pseudo_labels.png").exists()
+
+
+def test_metrics_reader_skips_a_torn_last_line_and_smoothing_keeps_constants(runs, tmp_path):
+    (tmp_path / "metrics.jsonl").write_text((runs[0] / "metrics.jsonl").read_text() + '{"iteration": 21, "ki')
+    records = read_metrics(tmp_path)
+    assert len(records) == len((runs[0] / "metrics.jsonl").read_text().splitlines())
+    assert {"pl_acc_plain", "pl_acc_corrected", "pl_changed"} <= set(records[0])
+    np.testing.assert_allclose(smooth(np.full(9, 0.25)), 0.25)
+
+
+def test_plot_errors_are_one_line(runs, tmp_path, capsys, monkeypatch):
+    assert main(["plot", str(runs[0]), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no metrics.jsonl" in err and str(tmp_path) in err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)             # as if not installed
+    assert main(["plot", str(runs[0]), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install matplotlib" in err
+
+
+def test_features_writes_a_tsne_png_of_test_features(runs, tmp_path, capsys):
+    out = tmp_path / "tsne.png"
+    assert main(["features", str(runs[0]), "--out", str(out), "--n", "40", "--device", "cpu"]) == 0
+    assert is_png(out) and str(out) in capsys.readouterr().out
+
+
+def test_features_without_scikit_learn_is_one_line(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.manifold", None)
+    assert main(["features", str(runs[0]), "--out", str(tmp_path / "t.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install scikit-learn" in err
