@@ -132,3 +132,8 @@ def load(run_dir: Path) -> dict[str, Any]:
         return state
     raise UserError(f"no readable checkpoint in {run_dir} ({'; '.join(errors)}); start the run again "
                     f"with --force (without --resume)")
+
+
+def exists(run_dir: Path) -> bool:
+    """Whether `run_dir` holds any checkpoint file (readable or not)."""
+    return any((Path(run_dir) / name).exists() for name in (LAST, PREV))

@@ -25,6 +25,9 @@ class Config:
     split_seed: int = 0              # seed of the labeled/unlabeled split, independent of `seed`
     num_val: int = 0                 # class-balanced validation images held out of the training set (0 = none)
     include_labeled_in_unlabeled: bool = False  # unlabeled set also holds the labeled images (Theorem 2)
+    stream: bool = False             # image folders: stream from disk with DataLoader workers (ImageNet) instead of RAM
+    workers: int = 4                 # DataLoader worker processes for stream=true
+    labels_file: str = ""            # stream=true: text file of labeled image paths (e.g. ImageNet 10% split files)
     translate: int = 2               # random-translate augmentation, pixels (random crop with this padding)
     flip: str = "auto"               # horizontal flip: auto (where the data set allows it) | true | false
     # --- model and algorithm --------------------------------------------------------------------------
@@ -77,6 +80,9 @@ class Config:
     device: str = "auto"             # auto (cuda if available) | cpu | cuda | cuda:N
     amp: bool = False                # bf16/fp16 autocast on CUDA (ignored on CPU)
     threads: int = 0                 # torch CPU threads (0 = torch's default)
+    channels_last: bool = True       # NHWC memory format for conv nets (measured faster on CPU; see docs/PERFORMANCE.md)
+    sync_bn: bool = False            # torchrun: BatchNorm statistics over the global batch (SyncBN)
+    meta_scope: str = "global"       # torchrun: g_l all-reduced before eps (global) or per process (local, the authors' ImageNet script)
     eval_every: int = 250            # evaluate on test (and validation) every N iterations
     eval_batch_size: int = 1000      # images per evaluation forward
     checkpoint_every: int = 500      # write the `last` checkpoint every N iterations (atomic)
@@ -102,6 +108,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "projection": ("relu", "simplex"),
     "consistency": ("mse", "kl"),
     "lr_schedule": ("cosine", "step", "constant"),
+    "meta_scope": ("global", "local"),
 }
 
 # (key, test, what is allowed) for numeric ranges; checked in order, first failure is reported.
@@ -125,6 +132,7 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("lr_decay", lambda v: 0 < v <= 1, "a number in (0, 1]"),
     ("ema", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("threads", lambda v: v >= 0, "an integer >= 0"),
+    ("workers", lambda v: v >= 0, "an integer >= 0"),
     ("eval_every", lambda v: v > 0, "a positive integer"),
     ("eval_batch_size", lambda v: v > 0, "a positive integer"),
     ("checkpoint_every", lambda v: v > 0, "a positive integer"),
@@ -255,7 +263,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "imagenet-10pct": dict(dataset="folder", model="resnet18", num_labels=128000, batch_size=512, lr=0.1,
                            momentum=0.9, weight_decay=1e-4, lr_schedule="cosine", warmup=1250,
                            iterations=150000, consistency_weight=1.0, consistency_rampup=0, mixup_gamma=1.0,
-                           image_size=224, translate=0, eval_every=2500, checkpoint_every=2500, amp=True),
+                           image_size=224, translate=0, eval_every=2500, checkpoint_every=2500, amp=True,
+                           stream=True, workers=8, sync_bn=True),
 }
 
 

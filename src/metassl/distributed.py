@@ -88,6 +88,15 @@ def broadcast_state(model: nn.Module, d: Dist) -> None:
             dist.broadcast(t.data, 0)
 
 
+def broadcast_buffers(model: nn.Module, d: Dist) -> None:
+    """Rank 0's buffers (BN running statistics) everywhere, as DistributedDataParallel keeps them."""
+    if d.world == 1:
+        return
+    with torch.no_grad():
+        for b in model.buffers():
+            dist.broadcast(b, 0)
+
+
 def sum_all(values: Tensor, d: Dist) -> Tensor:
     if d.world > 1:
         dist.all_reduce(values)

@@ -1,148 +1,53 @@
-"""The one trainer: data resident on the device, the loop, SGD and schedules, EMA, evaluation,
-atomic checkpoints, logs. Algorithms only define their step (see algorithms/base.py).
+"""The one trainer: the loop, SGD and schedules, EMA, evaluation, checkpoints, logs, torchrun.
+Algorithms only define their step (algorithms/base.py); data sources hand over batches (data/).
 
     metassl train --preset fmnist-1000 iterations=200 device=cpu
+    torchrun --nproc-per-node 2 -m metassl train --preset fmnist-1000 device=cpu --out runs/ddp
     python -c "from metassl.train import train; from metassl.config import build_config; \
                train(build_config('fmnist-1000', overrides=['iterations=100']), 'runs/demo')"
 """
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
 import os
 import platform
 import signal
 import statistics
-import sys
-import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import checkpoint
-from .algorithms import Algorithm, Batch, StepContext, build_algorithm
+from . import checkpoint, distributed
+from .algorithms import Algorithm, StepContext, build_algorithm
 from .algorithms.meta_gradient import eval_mode
 from .config import Config, load_saved, parse_steps, to_dict
-from .data import ImageData, Split, labeled_split, load_dataset
-from .data.augment import channel_stats, normalize, strong_augment, to_float, weak_augment
+from .data import ImageData, labeled_split, load_dataset
+from .data.augment import normalize, to_float
+from .data.resident import DeviceData, prepare_data
 from .errors import Interrupted, UserError
+from .log import Logger, pseudo_label_quality
 from .models import build_model
+from .safety import DivergenceWatch, check_run_dir, current_stop, nonfinite_weights, open_run_dir, stoppable
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without it is a one-line error."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' picks CUDA when present (cuda:LOCAL_RANK under torchrun); CUDA without CUDA is a one-line error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
     try:
         return torch.device(name)
     except RuntimeError:
         raise UserError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-
-
-# --- data ------------------------------------------------------------------------------------------------
-@dataclass
-class DeviceData:
-    """The whole data set as uint8 NCHW tensors on the training device, plus the split."""
-
-    x_train: Tensor           # uint8 (N, C, H, W) (or float, used as is); unlabeled-only images appended last
-    y_train: Tensor           # int64 (N,), -1 for unlabeled-only images
-    x_test: Tensor
-    y_test: Tensor
-    labeled: Tensor           # int64 indices into x_train (CPU)
-    unlabeled: Tensor
-    val: Tensor
-    mean: Tensor              # (C,) float32 on the device, on the 0..1 scale
-    std: Tensor
-    flip: bool
-    translate: int
-    classes: list[str]
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(in_channels, image_size)."""
-        return self.x_train.shape[1], self.x_train.shape[2]
-
-    def view(self, x_u8: Tensor, kind: str) -> Tensor:
-        """One augmented, normalised view of a batch: 'weak' (translate+flip), 'strong' or 'none'. uint8 images
-        are mapped to [0, 1]; float inputs (tabular features as (N, D, 1, 1), see estimator.py) are used as is."""
-        x = to_float(x_u8) if x_u8.dtype == torch.uint8 else x_u8
-        if kind == "weak":
-            x = weak_augment(x, self.translate, self.flip)
-        elif kind == "strong":
-            x = strong_augment(x, self.translate, self.flip)
-        return normalize(x, self.mean, self.std)
-
-    def batch(self, idx_lb: Tensor, idx_ulb: Tensor | None, views: tuple[str, ...]) -> Batch:
-        dev = self.x_train.device
-        idx_lb = idx_lb.to(dev, non_blocking=True)
-        x_ulb, y_ulb = [], None
-        if idx_ulb is not None and views:
-            idx_ulb = idx_ulb.to(dev, non_blocking=True)
-            raw = self.x_train[idx_ulb]
-            x_ulb = [self.view(raw, v) for v in views]
-            y_ulb = self.y_train[idx_ulb]
-        return Batch(self.view(self.x_train[idx_lb], "weak"), self.y_train[idx_lb], x_ulb, y_ulb)
-
-
-def _nchw(x: np.ndarray, device: torch.device) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
-
-
-def prepare_data(cfg: Config, data: ImageData, split: Split, device: torch.device) -> DeviceData:
-    """Move images to the device once (small data sets stay resident); statistics from the training set."""
-    x_train, y_train = data.x_train, data.y_train.astype(np.int64)
-    unlabeled = split.unlabeled
-    if data.x_unlabeled is not None and len(data.x_unlabeled):
-        extra = np.arange(len(x_train), len(x_train) + len(data.x_unlabeled))
-        x_train = np.concatenate([x_train, data.x_unlabeled])
-        y_train = np.concatenate([y_train, -np.ones(len(data.x_unlabeled), np.int64)])
-        unlabeled = np.concatenate([unlabeled, extra])
-    xt = _nchw(x_train, device)
-    mean, std = channel_stats(xt)
-    flip = data.flip if cfg.flip == "auto" else cfg.flip == "true"
-    return DeviceData(xt, torch.from_numpy(y_train).to(device), _nchw(data.x_test, device),
-                      torch.from_numpy(data.y_test.astype(np.int64)).to(device),
-                      torch.from_numpy(split.labeled), torch.from_numpy(unlabeled), torch.from_numpy(split.val),
-                      mean.to(device), std.to(device), flip, cfg.translate, list(data.classes))
-
-
-class Sampler:
-    """Endless random batches from an index set: shuffled passes, the position saved for exact resume."""
-
-    def __init__(self, indices: Tensor, batch_size: int, seed: int) -> None:
-        self.indices, self.batch_size = indices, batch_size
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm, self.pos = torch.empty(0, dtype=torch.long), 0
-
-    def next(self) -> Tensor:
-        out = []
-        need = self.batch_size
-        while need > 0:
-            if self.pos >= len(self.perm):
-                self.perm = self.indices[torch.randperm(len(self.indices), generator=self.gen)]
-                self.pos = 0
-            take = self.perm[self.pos:self.pos + need]
-            self.pos += len(take)
-            need -= len(take)
-            out.append(take)
-        return torch.cat(out)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
-
-    def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.gen.set_state(s["gen"])
-        self.perm, self.pos = s["perm"], int(s["pos"])
 
 
 # --- schedules: pure functions of the iteration (0-based) -----------------------------------------------
@@ -195,72 +100,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         b_ema.copy_(b)
 
 
-def pseudo_label_quality(y_tilde: Tensor, y_hat: Tensor, y_true: Tensor) -> dict[str, Tensor]:
-    """Diagnostics only (benchmarks know the unlabeled labels): accuracy and calibration error (ECE,
-    15 bins) of the plain and corrected pseudo-labels, and how often the correction flips the argmax
-    and whether for the better. Rows with unknown labels (-1) are ignored."""
-    known = y_true >= 0
-    y_tilde, y_hat, y_true = y_tilde[known], y_hat[known], y_true[known]
-    out: dict[str, Tensor] = {}
-    for name, p in (("plain", y_tilde), ("corrected", y_hat)):
-        conf, pred = p.max(1)
-        correct = (pred == y_true).float()
-        bins = (conf * 15).long().clamp(max=14)
-        gap = torch.zeros(15, device=p.device).index_add_(0, bins, conf - correct).abs().sum() / max(1, len(p))
-        out[f"pl_acc_{name}"], out[f"pl_ece_{name}"] = correct.mean(), gap
-    changed = y_tilde.argmax(1) != y_hat.argmax(1)
-    out["pl_changed"] = changed.float().mean()
-    out["pl_changed_better"] = (changed & (y_hat.argmax(1) == y_true)).float().mean()
-    out["pl_changed_worse"] = (changed & (y_tilde.argmax(1) == y_true)).float().mean()
-    return out
-
-
-# --- logging ---------------------------------------------------------------------------------------------
-class Logger:
-    """metrics.jsonl (always), TensorBoard events (when tensorboard is installed), a progress line."""
-
-    def __init__(self, run_dir: Path, total: int, quiet: bool) -> None:
-        self.path, self.total, self.quiet = run_dir / "metrics.jsonl", total, quiet
-        self.tty = sys.stderr.isatty()
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tb"))
-        except Exception:  # noqa: BLE001 - tensorboard is optional
-            pass
-
-    def truncate_after(self, iteration: int) -> None:
-        """On resume: drop records written after the checkpoint being resumed from."""
-        if self.path.exists():
-            keep = [l for l in self.path.read_text().splitlines() if l and json.loads(l)["iteration"] <= iteration]
-            checkpoint.atomic_write_text(self.path, "".join(l + "\n" for l in keep))
-
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for k, v in record.items():
-                if k not in ("iteration", "kind") and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"{record['kind']}/{k}", v, record["iteration"])
-
-    def progress(self, it: int, rate: float, losses: dict[str, float], err: float | None) -> None:
-        if self.quiet:
-            return
-        width = 24
-        done = int(width * it / self.total)
-        bar = "#" * done + "." * (width - done)
-        parts = " ".join(f"{k}={v:.4f}" for k, v in losses.items() if k.startswith("loss"))
-        line = f"[{bar}] {it}/{self.total} {rate:.1f} it/s {parts}" + (f" test_err={err:.2f}%" if err is not None else "")
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.tty and not self.quiet:
-            print(file=sys.stderr)
-        if self.tb is not None:
-            self.tb.close()
-
-
-# --- the run ---------------------------------------------------------------------------------------------
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -274,148 +113,67 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class DivergenceWatch:
-    """NaN/Inf in a loss term or in the pseudo-labels, tracked on the device with no host sync per step: it
-    keeps the first iteration at which a watched term stopped being finite, and which terms those were.
-    `check` syncs once (the trainer calls it on logging, evaluation and checkpoint steps)."""
-
-    def __init__(self) -> None:
-        self.names: tuple[str, ...] = ()
-        self.first: Tensor | None = None   # 0-dim int64: first bad iteration (1-based), -1 while all finite
-        self.flags: Tensor | None = None   # bool (len(names),): which terms were not finite then
-
-    def update(self, n: int, terms: dict[str, Tensor]) -> None:
-        terms = {k: v.detach() for k, v in terms.items() if isinstance(v, Tensor) and v.is_floating_point()}
-        if not terms:
-            return
-        # one fused norm per term: NaN/Inf anywhere in a term makes its norm NaN/Inf (~0.1 ms a step on CPU)
-        finite = torch.isfinite(torch.stack(torch._foreach_norm(list(terms.values()))))
-        if tuple(terms) != self.names:          # the first step, or an algorithm whose terms vary
-            if self.check() is not None:
-                return                          # keep the first divergence
-            self.names = tuple(terms)
-            self.first = torch.full((), -1, dtype=torch.long, device=finite.device)
-            self.flags = torch.zeros_like(finite)
-        newly = (self.first < 0) & ~finite.all()
-        self.first = self.first.masked_fill(newly, n)
-        self.flags = torch.where(newly, ~finite, self.flags)
-
-    def check(self) -> tuple[int, list[str]] | None:
-        """(first bad iteration, the terms that were NaN/Inf there), or None while everything is finite."""
-        if self.first is None or int(self.first) < 0:
-            return None
-        return int(self.first), [k for k, bad in zip(self.names, self.flags.tolist()) if bad]
+def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: torch.device) -> Any:
+    """The data source: resident on the device (default) or streamed from an image folder (stream=true)."""
+    num_labels = -1 if getattr(algo, "all_labels", False) else cfg.num_labels
+    if cfg.stream:
+        from .data.streaming import StreamingData
+        if cfg.dataset != "folder" or not cfg.data_dir:
+            raise UserError("stream=true reads image folders: set dataset=folder data_dir=PATH (train/ and val/ inside)")
+        return StreamingData(cfg.data_dir, cfg.image_size or 224, num_labels, cfg.split_seed, cfg.labels_file,
+                             cfg.include_labeled_in_unlabeled, device, cfg.workers, cfg.channels_last)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
+    split = labeled_split(data.y_train, num_labels, data.num_classes, cfg.split_seed, cfg.num_val,
+                          cfg.include_labeled_in_unlabeled)
+    dd = prepare_data(data, split, device, cfg.flip, cfg.translate, cfg.channels_last)
+    dd.split = split
+    return dd
 
 
-def nonfinite_weights(*modules: nn.Module | None) -> list[str]:
-    """Names of floating-point parameters/buffers holding NaN or Inf (one host sync)."""
-    named = [(k, v) for m in modules if m is not None for k, v in m.state_dict().items() if v.is_floating_point()]
-    if not named:
-        return []
-    ok = torch.stack([torch.isfinite(v).all() for _, v in named]).tolist()
-    return [k for (k, _), good in zip(named, ok) if not good]
+def error_on(model: nn.Module, dd: Any, split: str, cfg: Config, d: distributed.Dist) -> float:
+    """Top-1 error (%) on 'test' or 'val', each rank a shard, counts summed over ranks."""
+    counts = distributed.sum_all(dd.error_counts(model, split, cfg.eval_batch_size, d.rank, d.world), d)
+    return 100.0 * (counts[0] / counts[1].clamp_min(1)).item()
 
 
-class StopSignals:
-    """SIGINT/SIGTERM during training: finish the current iteration, write a checkpoint, stop with
-    `Interrupted` (exit status 128 + signal). Before the run is armed (its directory not yet written) or on
-    a second signal it stops at once: nothing half-written is left either way, checkpoints being atomic.
-    Installed only from the main thread; the previous handlers are restored on exit."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.armed = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        if self.armed and self.signum is None:
-            self.signum = signum                # the loop checks it after each iteration
-            return
-        why = ("(a second signal): stopped at once, the newest checkpoint on disk is kept" if self.signum is not None
-               else "before the run started; nothing was written")
-        raise Interrupted(f"interrupted by {name} {why}", 128 + signum)
-
-
-_STOP: StopSignals | None = None   # the handlers of the train() call in progress (see _stoppable)
-
-
-def _stoppable(fn):
-    """Run `fn` (train) with StopSignals installed and reachable as _STOP; restore everything afterwards."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        global _STOP
-        outer, _STOP = _STOP, StopSignals()
-        try:
-            with _STOP:
-                return fn(*args, **kwargs)
-        finally:
-            _STOP = outer
-    return wrapper
-
-
-def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Never overwrite a run without --resume or --force (checks only: creates and deletes nothing)."""
-    if resume:
-        if not (run_dir / "config.json").exists():
-            raise UserError(f"cannot resume: {run_dir} holds no metassl run (no config.json)")
-        return
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} is a file; pass another --out")
-    if run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise UserError(f"run directory {run_dir} already exists; pass --resume to continue it or --force to overwrite")
-
-
-def open_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Create (or with --force clear) the run directory; called only once all input has been validated."""
-    check_run_dir(run_dir, resume, force)
-    if resume:
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        for name in ("last.pt", "prev.pt", "metrics.jsonl", "results.json", "split.json", "config.json"):
-            (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-@_stoppable
+@stoppable
 def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, data: ImageData | None = None,
           resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (or resume it) and return the results dict written to results.json.
 
     `model` may be any nn.Module mapping (N, C, H, W) floats to (N, K) logits; `data` any ImageData.
+    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes.
     """
     run_dir = Path(run_dir)
-    stop = _STOP or StopSignals()
-    check_run_dir(run_dir, resume, force)      # created only below, once config, data and split are valid
+    stop = current_stop()
     if resume:
+        check_run_dir(run_dir, resume, force)
         cfg = load_saved(run_dir / "config.json").resolved()
+    d = distributed.setup(cfg.device)
+    if d.main:
+        check_run_dir(run_dir, resume, force)  # created only below, once config, data and split are valid
+    if cfg.batch_size % d.world or cfg.unlabeled_batch_size % d.world:
+        raise UserError(f"batch_size={cfg.batch_size} and unlabeled_batch_size={cfg.unlabeled_batch_size} are global "
+                        f"and must divide by the {d.world} processes")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, d.local_rank)
     algo: Algorithm = build_algorithm(cfg)
-
-    if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
-    num_labels = -1 if getattr(algo, "all_labels", False) else cfg.num_labels
-    split = labeled_split(data.y_train, num_labels, data.num_classes, cfg.split_seed, cfg.num_val,
-                          cfg.include_labeled_in_unlabeled)
-    dd = prepare_data(cfg, data, split, device)
+    dd = build_data(cfg, algo, data, device)
 
     torch.manual_seed(cfg.seed)
     if model is None:
-        model = build_model(cfg.model, data.num_classes, dd.shape[0], dd.shape[1])
+        model = build_model(cfg.model, len(dd.classes), dd.shape[0], dd.shape[1])
+    if cfg.sync_bn and d.world > 1:
+        model = (nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda"
+                 else distributed.convert_sync_batchnorm(model))
     model = model.to(device)
+    if cfg.channels_last and device.type in ("cpu", "cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    distributed.broadcast_state(model, d)
+    if d.rank > 0:
+        torch.manual_seed(cfg.seed * 7919 + d.rank)   # each process its own augmentation/dropout draws
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
     decay, no_decay = [], []
     for p in model.parameters():
@@ -423,41 +181,42 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}],
                           lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    lb = Sampler(dd.labeled, cfg.batch_size, cfg.seed)
-    ulb = Sampler(dd.unlabeled, cfg.unlabeled_batch_size, cfg.seed + 1) if len(dd.unlabeled) else None
-    if algo.uses_unlabeled and ulb is None:
+    if algo.uses_unlabeled and not len(dd.unlabeled):
         raise UserError(f"algorithm={cfg.algorithm} needs unlabeled images but the split leaves none; "
                         "lower num_labels or set include_labeled_in_unlabeled=true")
     stop.armed = True                          # from here on SIGINT/SIGTERM stop with a checkpoint
-    if not resume:
+    if not resume and d.main:
         open_run_dir(run_dir, resume, force)
         checkpoint.atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
-        checkpoint.atomic_write_text(run_dir / "split.json", json.dumps(split.to_dict()))
+        checkpoint.atomic_write_text(run_dir / "split.json", json.dumps(dd.split.to_dict()))
 
     start, history, elapsed, train_time = 0, [], 0.0, 0.0
-    logger = Logger(run_dir, cfg.iterations, quiet)
-    if resume:
+    logger = Logger(run_dir, cfg.iterations, quiet, enabled=d.main)
+    if resume and checkpoint.exists(run_dir):  # a run killed before its first checkpoint starts over
         state = checkpoint.load(run_dir)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         algo.load_state_dict(state["algorithm"])
-        lb.load_state_dict(state["sampler_lb"])
-        if ulb is not None:
-            ulb.load_state_dict(state["sampler_ulb"])
-        _set_rng_state(state["rng"])
+        rngs = state["rng"]
+        if len(rngs) != d.world:
+            raise UserError(f"{run_dir} was checkpointed by {len(rngs)} process(es); resume it with the same number "
+                            f"(now {d.world}) for an exact continuation")
+        _set_rng_state(rngs[d.rank])
         start, history = int(state["iteration"]), list(state["history"])
         elapsed, train_time = float(state["elapsed"]), float(state["train_time"])
+    if resume:
         logger.truncate_after(start)
 
     amp = cfg.amp and device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
     images_per_it = cfg.batch_size + (cfg.unlabeled_batch_size if algo.uses_unlabeled else 0)
     eval_model = ema if ema is not None else model
+    reduce = (lambda g: distributed.average_dict(g, d)) if d.world > 1 and cfg.meta_scope == "global" else None
     t0, t_seg, it_seg = time.perf_counter(), time.perf_counter(), start
     latest_err = history[-1]["test_error"] if history else None
-    watch, last_saved = DivergenceWatch(), (start if resume else None)
+    watch, last_saved = DivergenceWatch(), (start if resume and start else None)
 
     def guard(n: int) -> None:
         """NaN/Inf in a loss, the pseudo-labels or the weights: stop before iteration n is logged, evaluated or
@@ -478,26 +237,33 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     def save(it: int) -> None:
         nonlocal last_saved
         last_saved = it
+        rngs = distributed.gather_objects(_rng_state(), d)     # every rank's RNG, for an exact resume
+        if not d.main:
+            return
         checkpoint.save({"iteration": it, "model": model.state_dict(), "optimizer": opt.state_dict(),
                          "ema": ema.state_dict() if ema is not None else {}, "algorithm": algo.state_dict(),
-                         "sampler_lb": lb.state_dict(), "sampler_ulb": ulb.state_dict() if ulb else {},
-                         "rng": _rng_state(), "history": history, "config": to_dict(cfg),
+                         "rng": rngs, "history": history, "config": to_dict(cfg),
                          "classes": dd.classes, "shape": list(dd.shape), "mean": dd.mean.cpu(), "std": dd.std.cpu(),
                          "elapsed": elapsed + time.perf_counter() - t0, "train_time": train_time}, run_dir)
 
+    batches = dd.batches(start, cfg.iterations, algo.views if algo.uses_unlabeled else (), cfg.batch_size,
+                         cfg.unlabeled_batch_size, cfg.seed, d.rank, d.world)
     for it in range(start, cfg.iterations):
         t_step = time.perf_counter()
         lr = lr_at(it, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        ctx = StepContext(it, lr, beta_at(it, cfg), consistency_weight_at(it, cfg), len(dd.classes))
-        batch = dd.batch(lb.next(), ulb.next() if (ulb is not None and algo.views) else None, algo.views)
+        ctx = StepContext(it, lr, beta_at(it, cfg), consistency_weight_at(it, cfg), len(dd.classes), reduce)
+        batch = next(batches)
         model.train()
         with autocast:
             loss, metrics = algo.step(model, batch, ctx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(model, d)          # the gradient of the global-batch loss
         opt.step()
+        if d.world > 1 and not cfg.sync_bn:
+            distributed.broadcast_buffers(model, d)        # one set of BN statistics, as DDP keeps
         algo.after_update(model)
         if ema is not None:
             ema_update(ema, model, cfg.ema)
@@ -520,12 +286,9 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
             rate = (n - it_seg) / max(1e-9, time.perf_counter() - t_seg)
             logger.progress(n, rate, values, latest_err)
         if n % cfg.eval_every == 0 or n == cfg.iterations:
-            record = {"iteration": n, "kind": "eval",
-                      "test_error": error_percent(eval_model, dd.x_test, dd.y_test, dd.mean, dd.std, cfg.eval_batch_size)}
+            record = {"iteration": n, "kind": "eval", "test_error": error_on(eval_model, dd, "test", cfg, d)}
             if len(dd.val):
-                vi = dd.val.to(device)
-                record["val_error"] = error_percent(eval_model, dd.x_train[vi], dd.y_train[vi], dd.mean, dd.std,
-                                                    cfg.eval_batch_size)
+                record["val_error"] = error_on(eval_model, dd, "val", cfg, d)
             history.append(record)
             latest_err = record["test_error"]
             logger.write(record)
@@ -548,9 +311,10 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
         "train_seconds": round(train_time, 2),
         "images_per_second": round(images_per_it * cfg.iterations / max(train_time, 1e-9), 1),
         "evaluated": "ema" if ema is not None else "raw",
-        "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(split.labeled),
-        "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device),
+        "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(dd.labeled),
+        "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": d.world,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {torch.get_num_threads()} threads",
     }
-    checkpoint.atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
+    if d.main:
+        checkpoint.atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
     return results

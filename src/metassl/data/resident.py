@@ -1,0 +1,117 @@
+"""A data set resident on the training device (small data: MNIST, CIFAR, SVHN, .npz, small folders).
+
+Images stay uint8 on the device; each iteration gathers its batch by index (data/sampling.py) and
+augments it there with batched tensor ops (data/augment.py): no DataLoader, no worker, no per-sample
+Python loop, so the data path never stalls the step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..algorithms.base import Batch
+from ..algorithms.meta_gradient import eval_mode
+from .augment import channel_stats, normalize, strong_augment, to_float, weak_augment
+from .sampling import batch_indices
+from .sources import ImageData
+from .split import Split
+
+
+@dataclass
+class DeviceData:
+    """The whole data set as uint8 NCHW tensors on the training device, plus the split."""
+
+    x_train: Tensor           # uint8 (N, C, H, W) (or float, used as is); unlabeled-only images appended last
+    y_train: Tensor           # int64 (N,), -1 for unlabeled-only images
+    x_test: Tensor
+    y_test: Tensor
+    labeled: Tensor           # int64 indices into x_train (CPU)
+    unlabeled: Tensor
+    val: Tensor
+    mean: Tensor              # (C,) float32 on the device, on the 0..1 scale
+    std: Tensor
+    flip: bool
+    translate: int
+    classes: list[str]
+    channels_last: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(in_channels, image_size)."""
+        return self.x_train.shape[1], self.x_train.shape[2]
+
+    def view(self, x_u8: Tensor, kind: str) -> Tensor:
+        """One augmented, normalised view of a batch: 'weak' (translate+flip), 'strong' or 'none'. uint8 images
+        are mapped to [0, 1]; float inputs (tabular features as (N, D, 1, 1), see estimator.py) are used as is."""
+        x = to_float(x_u8) if x_u8.dtype == torch.uint8 else x_u8
+        if kind == "weak":
+            x = weak_augment(x, self.translate, self.flip)
+        elif kind == "strong":
+            x = strong_augment(x, self.translate, self.flip)
+        x = normalize(x, self.mean, self.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def batch(self, idx_lb: Tensor, idx_ulb: Tensor | None, views: tuple[str, ...]) -> Batch:
+        dev = self.x_train.device
+        idx_lb = idx_lb.to(dev, non_blocking=True)
+        x_ulb, y_ulb = [], None
+        if idx_ulb is not None and views:
+            idx_ulb = idx_ulb.to(dev, non_blocking=True)
+            raw = self.x_train[idx_ulb]
+            x_ulb = [self.view(raw, v) for v in views]
+            y_ulb = self.y_train[idx_ulb]
+        return Batch(self.view(self.x_train[idx_lb], "weak"), self.y_train[idx_lb], x_ulb, y_ulb)
+
+    def batches(self, start: int, end: int, views: tuple[str, ...], batch_size: int, unlabeled_batch_size: int,
+                seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
+        """The batches of iterations start..end-1 (this rank's shard of each global batch)."""
+        for it in range(start, end):
+            idx_lb = batch_indices(it, self.labeled, batch_size, seed, rank, world)
+            idx_ulb = (batch_indices(it, self.unlabeled, unlabeled_batch_size, seed + 1, rank, world)
+                       if views and len(self.unlabeled) else None)
+            yield self.batch(idx_lb, idx_ulb, views)
+
+    @torch.no_grad()
+    def error_counts(self, model: nn.Module, split: str, batch_size: int, rank: int = 0,
+                     world: int = 1) -> Tensor:
+        """(wrong, total) on 'test' or 'val' for this rank's contiguous shard, as a float64 tensor on the
+        device (the trainer sums it over ranks)."""
+        if split == "test":
+            x, y = self.x_test, self.y_test
+        else:
+            vi = self.val.to(self.x_train.device)
+            x, y = self.x_train[vi], self.y_train[vi]
+        lo, hi = rank * len(x) // world, (rank + 1) * len(x) // world
+        wrong = torch.zeros((), dtype=torch.float64, device=x.device)
+        with eval_mode(model):
+            for i in range(lo, hi, batch_size):
+                pred = model(self.view(x[i:min(i + batch_size, hi)], "none")).argmax(1)
+                wrong += (pred != y[i:min(i + batch_size, hi)]).sum()
+        return torch.stack([wrong, torch.tensor(float(hi - lo), dtype=torch.float64, device=x.device)])
+
+
+def _nchw(x: np.ndarray, device: torch.device) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+
+
+def prepare_data(data: ImageData, split: Split, device: torch.device, flip: str = "auto", translate: int = 0,
+                 channels_last: bool = False) -> DeviceData:
+    """Move images to the device once; normalisation statistics from the whole training set."""
+    x_train, y_train = data.x_train, data.y_train.astype(np.int64)
+    unlabeled = split.unlabeled
+    if data.x_unlabeled is not None and len(data.x_unlabeled):
+        extra = np.arange(len(x_train), len(x_train) + len(data.x_unlabeled))
+        x_train = np.concatenate([x_train, data.x_unlabeled])
+        y_train = np.concatenate([y_train, -np.ones(len(data.x_unlabeled), np.int64)])
+        unlabeled = np.concatenate([unlabeled, extra])
+    xt = _nchw(x_train, device)
+    mean, std = channel_stats(xt)
+    do_flip = data.flip if flip == "auto" else flip == "true"
+    return DeviceData(xt, torch.from_numpy(y_train).to(device), _nchw(data.x_test, device),
+                      torch.from_numpy(data.y_test.astype(np.int64)).to(device),
+                      torch.from_numpy(split.labeled), torch.from_numpy(unlabeled), torch.from_numpy(split.val),
+                      mean.to(device), std.to(device), do_flip, translate, list(data.classes), channels_last)
