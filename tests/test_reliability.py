@@ -22,7 +22,8 @@ from metassl import checkpoint
 from metassl.cli import main
 from metassl.config import build_config
 from metassl.errors import Interrupted, UserError
-from metassl.train import DivergenceWatch, StopSignals, train
+from metassl.safety import DivergenceWatch, StopSignals
+from metassl.train import train
 from tests.conftest import make_tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
