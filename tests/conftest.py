@@ -22,6 +22,16 @@ def make_tiny_data(n_train: int = 240, n_test: int = 80, size: int = 12, classes
     return ImageData(x, y, xt, yt, [f"c{k}" for k in range(classes)], flip=False, name="tiny")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny trainings on one thread (faster than two for 8x8 images), then restore."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny_data() -> ImageData:
     return make_tiny_data()

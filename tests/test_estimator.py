@@ -24,12 +24,7 @@ from sklearn.utils.estimator_checks import (check_estimator, check_get_params_in
 from metassl import MetaSSLClassifier  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -123,3 +123,20 @@ def test_corrupt_image_is_a_user_error(tree: Path, workers: int) -> None:
     with pytest.raises(UserError, match="n02_broken.JPEG") as e:
         list(imf.train_loader(idx, [k], [], (), 1, 0, 0, 0, 1, S, num_workers=workers))
     assert "\n" not in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_streamed_image_folder_trains_through_the_trainer_with_a_labels_file(tree: Path, tmp_path: Path) -> None:
+    """The ImageNet path end to end: stream=true, a labeled-subset file, resnet18, workers, resume."""
+    from metassl.config import build_config
+    from metassl.data.imagefolder import make_subset
+    from metassl.train import train
+
+    labels = tmp_path / "subset.txt"
+    make_subset(tree, labels, per_class=2, seed=0)
+    cfg = build_config(None, None, ["dataset=folder", f"data_dir={tree}", "stream=true", f"labels_file={labels}",
+                                    "image_size=32", "model=resnet18", "algorithm=metamixup", "batch_size=4",
+                                    "iterations=4", "eval_every=2", "checkpoint_every=2", "log_every=2", "warmup=1",
+                                    "workers=1", "device=cpu", "threads=1"])
+    res = train(cfg, tmp_path / "run", quiet=True)
+    assert res["num_labels"] == 6 and 0.0 <= res["test_error"] <= 100.0
+    assert (tmp_path / "run" / "last.pt").exists()

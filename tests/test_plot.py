@@ -16,12 +16,7 @@ TINY = ["device=cpu", "model=cnn", "iterations=20", "batch_size=16", "num_labels
         "checkpoint_every=20", "warmup=2", "consistency_rampup=5", "translate=1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
 
 @pytest.fixture(scope="module")

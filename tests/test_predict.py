@@ -15,12 +15,7 @@ from tests.conftest import make_tiny_data
 CLASSES = ["T-shirt/top", "bag, small", "c2", "c3"]     # a comma: the CSV must quote it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
 
 @pytest.fixture(scope="module")

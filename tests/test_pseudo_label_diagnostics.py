@@ -26,12 +26,7 @@ SEMI_SUPERVISED = sorted(n for n in ALGORITHMS if build_algorithm(Config(algorit
                          and not getattr(build_algorithm(Config(algorithm=n).resolved()), "all_labels", False))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
 
 def run(tmp_path, monkeypatch, algorithm, unlabeled_labels):

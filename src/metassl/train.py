@@ -292,13 +292,16 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
             history.append(record)
             latest_err = record["test_error"]
             logger.write(record)
-        if n % cfg.checkpoint_every == 0 or n == cfg.iterations or stop.signum is not None:
+        stopping = stop.signum is not None
+        if d.world > 1:   # every process must stop at the same iteration: agree on logging steps only (one sync)
+            stopping = n % cfg.log_every == 0 and bool(distributed.sum_all(torch.tensor(float(stopping), device=device), d) > 0)
+        if n % cfg.checkpoint_every == 0 or n == cfg.iterations or stopping:
             guard(n)                           # never write a NaN checkpoint over the last good one
             save(n)
-        if stop.signum is not None and n < cfg.iterations:
+        if stopping and n < cfg.iterations:
             logger.close()
-            raise Interrupted(f"stopped by {signal.Signals(stop.signum).name} after iteration {n}/{cfg.iterations}; "
-                              f"checkpoint saved; continue with: metassl train --resume {run_dir}", 128 + stop.signum)
+            raise Interrupted(f"stopped by {signal.Signals(stop.signum or signal.SIGTERM).name} after iteration {n}/{cfg.iterations}; "
+                              f"checkpoint saved; continue with: metassl train --resume {run_dir}", 128 + (stop.signum or signal.SIGTERM))
     logger.close()
 
     errors = [h["test_error"] for h in history]
