@@ -52,6 +52,7 @@ def test_bench_writes_tables_and_skips_finished_runs(tmp_path):
     assert "| yes | yes | `metamixup` |" in md and "`neither`" not in md
     assert " ± " in md and "## Cost per run" in md and md.count("| `supervised` |") == 2
     assert all("trained" in line for line in logs)
+    assert "## Curves (first seed)" in md and (tmp_path / "plots" / "test_error.png").read_bytes()[:4] == b"\x89PNG"
 
     before = (tmp_path / "supervised-s0" / "results.json").read_text()
     logs.clear()

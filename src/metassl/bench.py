@@ -134,6 +134,13 @@ def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str]
             f"(median of last 5: {res['test_error_median_last5']:.2f}%), {res['wall_seconds']:.0f} s; "
             f"bench {time.perf_counter() - t0:.0f} s so far")
         write_summary(out, suite, rows, cfg, quick, overrides)   # after every run: partial tables while it runs
+    first = min(seed for _, seed in configs)
+    try:                                                          # the curves of the first seed, overlaid
+        from .plot import plot_runs
+        plot_runs([out / f"{name}-s{seed}" for name, seed in configs if seed == first], out / "plots")
+        write_summary(out, suite, rows, cfg, quick, overrides)
+    except UserError as e:                                        # e.g. matplotlib missing: tables only
+        log(f"no curves: {e}")
     return rows
 
 
@@ -207,4 +214,8 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
             "## Comparison (error %, mean ± std over seeds)", "", comparison_table(rows, suite), "",
             "## Ablation: meta-gradient x mixup (error %, mean ± std over seeds)", "", ablation_table(rows), "",
             "## Cost per run", "", cost_table(rows), ""]
+    if (out / "plots" / "test_error.png").exists():
+        text += ["## Curves (first seed)", "", "![test error](plots/test_error.png)", "", "![losses](plots/losses.png)", ""]
+        if (out / "plots" / "pseudo_labels.png").exists():
+            text += ["![pseudo-label quality](plots/pseudo_labels.png)", ""]
     checkpoint.atomic_write_text(out / "summary.md", "\n".join(text))

@@ -78,7 +78,8 @@ def series(records: list[dict[str, Any]], kind: str, key: str) -> tuple[np.ndarr
 
 def smooth(v: np.ndarray, window: int = SMOOTH) -> np.ndarray:
     """Centred moving average; the ends average over the points that exist."""
-    if len(v) < 2 or window <= 1:
+    window = min(window, len(v))          # np.convolve 'same' returns max(len) points: never exceed len(v)
+    if window <= 1:
         return v
     k = np.ones(window)
     return np.convolve(v, k, "same") / np.convolve(np.ones_like(v), k, "same")
