@@ -71,7 +71,7 @@ def make_algorithm(variant: str) -> Any:
 
 
 def make_step(variant: str, model_name: str, batch: int, device: torch.device, channels_last: bool,
-              seed: int = 0) -> Callable[[], None]:
+              seed: int = 0, amp: bool = False) -> Callable[[], None]:
     """A closure running one full training step (forward, losses, backward, SGD) of `variant`."""
     torch.manual_seed(seed)
     c, s = SHAPES.get(model_name, (3, 32))
@@ -87,7 +87,8 @@ def make_step(variant: str, model_name: str, batch: int, device: torch.device, c
 
     def step() -> None:
         model.train()
-        loss, _ = algo.step(model, data, ctx)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, _ = algo.step(model, data, ctx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -101,9 +102,9 @@ def _sync(device: torch.device) -> None:
 
 
 def time_variants(variants: list[str], model: str, batch: int, device: torch.device, repeat: int,
-                  channels_last: bool, warmup: int = 2) -> dict[str, list[float]]:
+                  channels_last: bool, warmup: int = 2, amp: bool = False) -> dict[str, list[float]]:
     """Seconds per step for each variant, measured round-robin."""
-    steps = {v: make_step(v, model, batch, device, channels_last) for v in variants}
+    steps = {v: make_step(v, model, batch, device, channels_last, amp=amp) for v in variants}
     for v in variants:
         for _ in range(warmup):
             steps[v]()
@@ -147,7 +148,8 @@ def peak_memory_mb(variant: str, model: str, batch: int, device: torch.device, c
 
 
 def bench_step(model: str = "cnn", batch: int = 64, device: str = "cpu", repeat: int = 10,
-               variants: list[str] | None = None, channels_last: bool = True, memory: bool = True) -> dict[str, Any]:
+               variants: list[str] | None = None, channels_last: bool = True, memory: bool = True,
+               amp: bool = False) -> dict[str, Any]:
     """Time every variant and return {variant: {ms_per_step, spread_ms, images_per_second, ratio_to_mixup,
     peak_memory_mb}} plus the settings."""
     from .train import resolve_device
@@ -156,10 +158,10 @@ def bench_step(model: str = "cnn", batch: int = 64, device: str = "cpu", repeat:
     variants = list(variants or VARIANTS)
     if "mixup" not in variants:
         variants.insert(0, "mixup")
-    times = time_variants(variants, model, batch, dev, repeat, channels_last)
+    times = time_variants(variants, model, batch, dev, repeat, channels_last, amp=amp)
     med = {v: statistics.median(t) for v, t in times.items()}
     out: dict[str, Any] = {"model": model, "batch": f"{batch}+{batch}", "device": str(dev), "repeat": repeat,
-                           "channels_last": channels_last, "threads": torch.get_num_threads(),
+                           "channels_last": channels_last, "amp_bf16": amp, "threads": torch.get_num_threads(),
                            "torch": torch.__version__, "variants": {}}
     for v, t in times.items():
         q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0], t[0], t[0]]

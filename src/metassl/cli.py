@@ -158,7 +158,7 @@ def cmd_bench_step(args: argparse.Namespace) -> int:
         if v not in VARIANTS:
             raise UserError(f"--variants: unknown variant {v!r}; choose from: {', '.join(VARIANTS)}")
     res = bench_step(args.model, args.batch, args.device, args.repeat, variants, not args.no_channels_last,
-                     memory=not args.no_memory)
+                     memory=not args.no_memory, amp=args.amp)
     print(json.dumps(res) if args.json else format_table(res))
     return 0
 
@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--variants", help="comma-separated subset of the variants")
     b.add_argument("--no-channels-last", action="store_true")
     b.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    b.add_argument("--amp", action="store_true", help="bf16 autocast around the step (memory measured without it)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench_step)
 
