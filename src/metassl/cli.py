@@ -87,7 +87,7 @@ def cmd_algorithms(args: argparse.Namespace) -> int:
     from .algorithms import ALGORITHMS
 
     for name, factory in sorted(ALGORITHMS.items()):
-        doc = (sys.modules[factory.__module__].__doc__ or "").strip().splitlines()
+        doc = (factory.__doc__ or sys.modules[factory.__module__].__doc__ or "").strip().splitlines()
         print(f"{name:18s} {doc[0] if doc else ''}")
     return 0
 

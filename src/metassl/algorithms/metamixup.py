@@ -76,6 +76,12 @@ def _factory(meta: bool, mixup: bool):
     return build
 
 
-for _name, _meta, _mixup in [("neither", False, False), ("meta", True, False), ("mixup", False, True),
-                             ("metamixup", True, True)]:
-    register(_name)(_factory(_meta, _mixup))
+ROWS = {"neither": (False, False, "Ablation row 1: consistency to the plain predictions, labeled CE, no mixup."),
+        "meta": (True, False, "Ablation row 2 / Alg. 1: consistency to the meta-corrected pseudo-labels, labeled CE."),
+        "mixup": (False, True, "Ablation row 3: cross-domain mixup and consistency with the plain predictions."),
+        "metamixup": (True, True, "Meta-gradient SSL, Alg. 2 (Zhang et al., AISTATS 2021): meta-corrected "
+                                  "pseudo-labels, cross-domain mixup + consistency. The method.")}
+for _name, (_meta, _mixup, _doc) in ROWS.items():
+    _build = _factory(_meta, _mixup)
+    _build.__doc__ = _doc
+    register(_name)(_build)
