@@ -38,6 +38,7 @@ class DeviceData:
     translate: int
     classes: list[str]
     channels_last: bool = False
+    split: Split | None = None   # the labeled/unlabeled/validation indices (saved as split.json)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -114,4 +115,4 @@ def prepare_data(data: ImageData, split: Split, device: torch.device, flip: str 
     return DeviceData(xt, torch.from_numpy(y_train).to(device), _nchw(data.x_test, device),
                       torch.from_numpy(data.y_test.astype(np.int64)).to(device),
                       torch.from_numpy(split.labeled), torch.from_numpy(unlabeled), torch.from_numpy(split.val),
-                      mean.to(device), std.to(device), do_flip, translate, list(data.classes), channels_last)
+                      mean.to(device), std.to(device), do_flip, translate, list(data.classes), channels_last, split)
