@@ -29,13 +29,7 @@ SSL = ["pimodel", "meanteacher", "vat", "pseudolabel", "mixmatch", "fixmatch", "
        "neither", "meta", "mixup", "metamixup"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads spin against other jobs (20-50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: two threads spin against other jobs
 
 
 def tiny_net() -> nn.Module:

@@ -19,13 +19,7 @@ TINY = dict(num_labels=16, batch_size=8, iterations=4, eval_every=2, checkpoint_
             consistency_rampup=2, device="cpu", eval_batch_size=64, log_every=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads spin against other jobs (20-50x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: two threads spin against other jobs
 
 
 def read_csv(path):
