@@ -57,3 +57,10 @@ def test_check_json_reports_agreement_for_a_backbone(capsys):
     res = json.loads(capsys.readouterr().out)
     for phi in ("mse", "kl"):
         assert res[phi]["fd"]["cosine"] > 0.99 and res[phi]["jvp"]["rel_error"] < 1e-9
+
+
+def test_overrides_may_stand_anywhere_among_the_flags():
+    from metassl.cli import parse
+    args = parse(["train", "--quiet", "iterations=2", "--out", "x", "lr=0.1"])
+    assert args.overrides == ["iterations=2", "lr=0.1"] and args.out == "x" and args.quiet
+    assert parse(["bench", "fmnist-1000", "--quick", "threads=1"]).overrides == ["threads=1"]
