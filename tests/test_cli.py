@@ -26,6 +26,9 @@ def test_train_eval_and_resume_through_the_cli(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert ev["test_error"] == pytest.approx(results["test_error"])
     assert main(["train", "--resume", str(out), "--quiet"]) == 0   # already finished: resumes at the end
+    assert main(["check", "--run", str(out), "--json", "--batch", "4"]) == 0   # the check at the trained state
+    chk = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert chk["mse"]["jvp"]["cosine"] > 0.999999 and chk["mse"]["fd"]["cosine"] > 0.99
 
 
 @pytest.mark.parametrize("argv, needle", [

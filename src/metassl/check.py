@@ -46,19 +46,12 @@ def calibrate_bn(model: torch.nn.Module, x: torch.Tensor) -> None:
     model.eval()
 
 
-def check_model(name: str, batch: int = 8, num_classes: int = 10, seed: int = 0,
-                eps_scale: float = 0.01) -> dict[str, Any]:
-    """Agreement of fd and jvp with exact for backbone `name`, for each Phi, in float64."""
-    torch.manual_seed(seed)
-    channels, size = SHAPES.get(name, (3, 32))
-    model = build_model(name, num_classes, channels, size).double()
-    x_lb = torch.randn(batch, channels, size, size, dtype=torch.float64)
-    y_lb = torch.randint(0, num_classes, (batch,))
-    x_ulb = torch.randn(batch, channels, size, size, dtype=torch.float64)
-    calibrate_bn(model, torch.cat([x_lb, x_ulb]))
+def agreement_on(model: torch.nn.Module, x_lb: torch.Tensor, y_lb: torch.Tensor, x_ulb: torch.Tensor,
+                 eps_scale: float = 0.01) -> dict[str, Any]:
+    """fd and jvp vs exact for a float64 model and batch, for each Phi (model left unchanged)."""
     with eval_mode(model), torch.no_grad():
         y_tilde = F.softmax(model(x_ulb), dim=1)
-    out: dict[str, Any] = {"model": name, "batch": batch, "dtype": "float64", "eps_scale": eps_scale}
+    out: dict[str, Any] = {"batch": len(x_lb), "dtype": "float64", "eps_scale": eps_scale}
     for phi in PHIS:
         t = time.perf_counter()
         exact = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="exact", phi=phi)
@@ -69,8 +62,44 @@ def check_model(name: str, batch: int = 8, num_classes: int = 10, seed: int = 0,
     return out
 
 
+def check_model(name: str, batch: int = 8, num_classes: int = 10, seed: int = 0,
+                eps_scale: float = 0.01) -> dict[str, Any]:
+    """Agreement of fd and jvp with exact for backbone `name` at initialisation, on random inputs."""
+    torch.manual_seed(seed)
+    channels, size = SHAPES.get(name, (3, 32))
+    model = build_model(name, num_classes, channels, size).double()
+    x_lb = torch.randn(batch, channels, size, size, dtype=torch.float64)
+    y_lb = torch.randint(0, num_classes, (batch,))
+    x_ulb = torch.randn(batch, channels, size, size, dtype=torch.float64)
+    calibrate_bn(model, torch.cat([x_lb, x_ulb]))
+    return {"model": name, "state": "init, random inputs", **agreement_on(model, x_lb, y_lb, x_ulb, eps_scale)}
+
+
+def check_run(run_dir: str, batch: int = 8, seed: int = 0, eps_scale: float = 0.01) -> dict[str, Any]:
+    """The same check at a trained state: a run's checkpoint, on its own test images (labels as the
+    labeled batch), so the curvature is the one training actually meets."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from .data import load_dataset
+    from .data.augment import normalize, to_float
+    from .evaluate import load_run
+
+    model, cfg, state = load_run(Path(run_dir), "cpu")
+    data = load_dataset(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
+    idx = np.random.default_rng(seed).choice(len(data.x_test), 2 * batch, replace=False)
+    x = torch.from_numpy(np.ascontiguousarray(data.x_test[idx].transpose(0, 3, 1, 2)))
+    x = normalize(to_float(x), state["mean"], state["std"]).double()
+    y = torch.from_numpy(data.y_test[idx].astype(np.int64))
+    model = model.double().eval()
+    return {"model": cfg.model, "state": f"{run_dir} at iteration {state['iteration']}",
+            **agreement_on(model, x[:batch], y[:batch], x[batch:], eps_scale)}
+
+
 def format_check(result: dict[str, Any]) -> str:
-    lines = [f"{result['model']}: meta-gradient agreement with `exact` (float64, batch {result['batch']}+{result['batch']})"]
+    lines = [f"{result['model']} ({result['state']}): meta-gradient agreement with `exact` "
+             f"(float64, batch {result['batch']}+{result['batch']})"]
     for phi in PHIS:
         for m in ("fd", "jvp"):
             r = result[phi][m]

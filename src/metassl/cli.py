@@ -93,9 +93,13 @@ def cmd_algorithms(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import check_model, format_check
+    from .check import check_model, check_run, format_check
     from .models import model_names
 
+    if args.run:
+        res = check_run(args.run, batch=args.batch, eps_scale=args.eps_scale)
+        print(json.dumps(res) if args.json else format_check(res))
+        return 0
     names = [args.model] if args.model else [m for m in model_names() if m not in ("wrn-28-8",)]
     for name in names:
         if name not in model_names():
@@ -201,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="how well fd and jvp meta-gradients agree with exact for a backbone")
     c.add_argument("--model", help="backbone name (default: every registered backbone)")
+    c.add_argument("--run", metavar="RUN_DIR", help="check a trained run's model on its own test images instead")
     c.add_argument("--batch", type=int, default=8)
     c.add_argument("--eps-scale", type=float, default=0.01)
     c.add_argument("--json", action="store_true")
