@@ -13,13 +13,11 @@ skipped, an interrupted one resumed from its checkpoint, so re-running the comma
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
-from concurrent.futures import as_completed
 from typing import Any, Callable
 
 from .config import PRESETS, Config, load_saved, to_dict
@@ -100,8 +98,8 @@ def run_one(cfg: Config, run_dir: Path, data: ImageData, quiet: bool) -> tuple[d
 
 def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str] | None = None, quick: bool = False,
               out: str | Path | None = None, overrides: dict[str, Any] | None = None, data: ImageData | None = None,
-              quiet: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
-              jobs: int = 1) -> list[dict[str, Any]]:
+              quiet: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
+              ) -> list[dict[str, Any]]:
     """Run (or finish) a suite and write summary.csv and summary.md into `out`; returns the CSV rows."""
     from .algorithms import ALGORITHMS
 
@@ -121,36 +119,21 @@ def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str]
     if data is None:
         first = next(iter(configs.values()))
         data = load_dataset(first.dataset, first.data_dir or None, first.image_size or None)
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
-    t0, cfg = time.perf_counter(), next(iter(configs.values()))
-
-    def record(name: str, seed: int, res: dict[str, Any], done: str) -> None:
-        rows[name, seed] = {"algorithm": name, "seed": seed, "num_labels": res["num_labels"],
-                            "test_error": round(res["test_error"], 4),
-                            "test_error_median_last5": round(res["test_error_median_last5"], 4),
-                            "wall_seconds": res["wall_seconds"], "images_per_second": res["images_per_second"]}
-        log(f"[{len(rows)}/{len(configs)}] {name} seed {seed}: {done}, test error {res['test_error']:.2f}% "
+    rows, t0 = [], time.perf_counter()
+    for i, ((name, seed), cfg) in enumerate(configs.items(), 1):
+        try:
+            res, done = run_one(cfg, out / f"{name}-s{seed}", data, quiet)
+        except Interrupted as e:
+            raise Interrupted(f"{e} (or re-run this bench command: it skips finished runs and resumes this one)",
+                              e.exit_code) from None
+        rows.append({"algorithm": name, "seed": seed, "num_labels": res["num_labels"],
+                     "test_error": round(res["test_error"], 4),
+                     "test_error_median_last5": round(res["test_error_median_last5"], 4),
+                     "wall_seconds": res["wall_seconds"], "images_per_second": res["images_per_second"]})
+        log(f"[{i}/{len(configs)}] {name} seed {seed}: {done}, test error {res['test_error']:.2f}% "
             f"(median of last 5: {res['test_error_median_last5']:.2f}%), {res['wall_seconds']:.0f} s; "
             f"bench {time.perf_counter() - t0:.0f} s so far")
-        ordered = [rows[k] for k in configs if k in rows]          # table order = config order, whatever finished first
-        write_summary(out, suite, ordered, cfg, quick, overrides)  # after every run: partial tables while it runs
-
-    try:
-        if jobs <= 1:
-            for (name, seed), c in configs.items():
-                record(name, seed, *run_one(c, out / f"{name}-s{seed}", data, quiet))
-        else:   # `jobs` runs at once, each in its own process on one thread (2 cores: 2 jobs)
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(run_one, dataclasses.replace(c, threads=1), out / f"{n}-s{s}", data, True): (n, s)
-                           for (n, s), c in configs.items()}
-                for fut in as_completed(futures):
-                    record(*futures[fut], *fut.result())
-    except Interrupted as e:
-        raise Interrupted(f"{e} (or re-run this bench command: it skips finished runs and resumes the others)",
-                          e.exit_code) from None
-    rows = [rows[k] for k in configs]
+        write_summary(out, suite, rows, cfg, quick, overrides)   # after every run: partial tables while it runs
     first = min(seed for _, seed in configs)
     try:                                                          # the curves of the first seed, overlaid
         from .plot import plot_runs

@@ -123,7 +123,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds {text!r} is not allowed; give comma-separated integers, e.g. 0,1,2") from None
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
     rows = run_bench(args.suite, seeds=seeds, algorithms=algorithms, quick=args.quick, out=args.out,
-                     overrides=parse_overrides(args.overrides), quiet=not args.progress, jobs=args.jobs)
+                     overrides=parse_overrides(args.overrides), quiet=not args.progress)
     out = args.out or f"runs/bench/{args.suite}{'-quick' if args.quick else ''}"
     print(f"{len(rows)} runs; tables in {out}/summary.md, rows in {out}/summary.csv")
     return 0
@@ -217,7 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", help="comma-separated run (= split) seeds (default 0,1,2; 0 with --quick)")
     b.add_argument("--algorithms", help="comma-separated algorithms (default: all; vat-ent = vat with vat_entmin)")
     b.add_argument("--quick", action="store_true", help="small budget, a smoke run of the whole bench (~10 min on 2 cores)")
-    b.add_argument("--jobs", type=int, default=1, help="runs at once, each a process on one thread (2 on 2 cores)")
     b.add_argument("--out", help="bench directory (default runs/bench/<suite>[-quick]); re-run to finish a bench")
     b.add_argument("--progress", action="store_true", help="show each run's progress line")
     b.set_defaults(func=cmd_bench)
