@@ -173,12 +173,9 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     if d.rank > 0:
         torch.manual_seed(cfg.seed * 7919 + d.rank)   # each process its own augmentation/dropout draws
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    # weight decay on every parameter (BN affine and biases included), as the authors' released code does
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
     if algo.uses_unlabeled and not len(dd.unlabeled):
         raise UserError(f"algorithm={cfg.algorithm} needs unlabeled images but the split leaves none; "
                         "lower num_labels or set include_labeled_in_unlabeled=true")
