@@ -250,9 +250,9 @@ _AUTHORS = dict(model="convlarge", batch_size=128, lr=0.1, momentum=0.9, warmup=
                 translate=4, eval_every=400, checkpoint_every=2000, beta_schedule="lr", beta=1.0)
 PRESETS: dict[str, dict[str, Any]] = {
     "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000, model="cnn", algorithm="metamixup",
-                        iterations=1800, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,
+                        iterations=1400, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,
                         lr_schedule="cosine", consistency_rampup=200, mixup_gamma=0.1, translate=2,
-                        eval_every=300, checkpoint_every=300),
+                        eval_every=280, checkpoint_every=280),
     "svhn-1000": dict(_AUTHORS, dataset="svhn", num_labels=1000, weight_decay=5e-5, mixup_gamma=0.1,
                       flip="false", seed=7788),
     "cifar10-4000": dict(_AUTHORS, dataset="cifar10", num_labels=4000, weight_decay=1e-4, mixup_gamma=1.0,
