@@ -33,5 +33,15 @@ def one_thread():
 
 
 @pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No real data, cache, env or network: HOME in tmp, METASSL_OFFLINE=1, Debian path pointed away."""
+    from metassl.data import sources
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("METASSL_OFFLINE", "1")
+    monkeypatch.delenv("METASSL_DATA", raising=False)
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", str(tmp_path / "no-debian"))
+
+
+@pytest.fixture
 def tiny_data() -> ImageData:
     return make_tiny_data()

@@ -35,13 +35,7 @@ BASE = ["train", "--quiet", "device=cpu", "threads=1", "iterations=1", "batch_si
 N_TRAIN, N_CLASSES = 40, 4
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """No real data, cache, env or network."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("METASSL_OFFLINE", "1")
-    monkeypatch.delenv("METASSL_DATA", raising=False)
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", str(tmp_path / "no-debian"))
+pytestmark = pytest.mark.usefixtures("isolated")   # conftest.py: no real data, cache, env or network
 
 
 def good_arrays(seed: int = 0) -> dict[str, np.ndarray]:

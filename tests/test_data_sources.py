@@ -19,13 +19,7 @@ REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """No real data, cache, env or network: HOME in tmp, METASSL_OFFLINE=1, Debian path pointed away."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("METASSL_OFFLINE", "1")
-    monkeypatch.delenv("METASSL_DATA", raising=False)
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", str(tmp_path / "no-debian"))
+pytestmark = pytest.mark.usefixtures("isolated")   # conftest.py: no real data, cache, env or network
 
 
 def user_error(fn, *needles: str) -> str:
