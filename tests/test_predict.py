@@ -55,7 +55,7 @@ def test_predict_npz_to_stdout_and_to_file(run, tmp_path, capsys):
     assert [r[0] for r in rows] == [str(i) for i in range(len(data.x_test))]
     assert (p.argmax(1) == data.y_test).mean() > 0.5                    # the run learned the tiny task
     out = tmp_path / "pred.csv"
-    assert main(["predict", str(run_dir), str(tmp_path / "new.npz"), "--out", str(out)]) == 0
+    assert main(["predict", str(run_dir), str(tmp_path / "new.npz"), "--out", str(out), "--device", "cpu"]) == 0
     assert capsys.readouterr().out == ""
     assert parse(out.read_text()) == (header, rows)
 
