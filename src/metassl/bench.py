@@ -13,6 +13,7 @@ skipped, an interrupted one resumed from its checkpoint, so re-running the comma
 from __future__ import annotations
 
 import csv
+import io
 import json
 import statistics
 import sys
@@ -190,11 +191,11 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
                   overrides: dict[str, Any]) -> None:
     from . import checkpoint
 
-    with open(out / "summary.csv.tmp", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    (out / "summary.csv.tmp").replace(out / "summary.csv")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    checkpoint.atomic_write_text(out / "summary.csv", buf.getvalue())
     machine = json.loads(next(out.glob("*/results.json")).read_text()).get("machine", "") if rows else ""
     seeds = sorted({r["seed"] for r in rows})
     ulb = cfg.unlabeled_batch_size

@@ -39,9 +39,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `path.tmp`, fsync it, then rename over `path` (atomic on POSIX): readers never see half a file."""
+    """Write a temporary file, fsync it, then rename over `path` (atomic on POSIX): readers never see half a
+    file, and concurrent writers (several bench processes sharing one directory) never share the temporary."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
