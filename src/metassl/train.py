@@ -311,7 +311,8 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
         "evaluated": "ema" if ema is not None else "raw",
         "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(dd.labeled),
         "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": d.world,
-        "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"
+                   + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
     }
     if d.main:
         checkpoint.atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
