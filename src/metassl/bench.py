@@ -207,7 +207,9 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
                 f"momentum {cfg.momentum} wd {cfg.weight_decay}, {cfg.warmup}-iteration warm-up then {cfg.lr_schedule}, "
                 f"consistency ramp {cfg.consistency_rampup} iterations, evaluation every {cfg.eval_every} iterations "
                 f"on the full test set, raw (not EMA) weights" + (", EMA " + str(cfg.ema) if cfg.ema else ""))
+    names = list(dict.fromkeys(r["algorithm"] for r in rows))
     args = f" --seeds {','.join(map(str, seeds))}" + (" --quick" if quick else "")
+    args += f" --algorithms {','.join(names)}" if set(names) != set(DEFAULT_ALGORITHMS) else ""
     args += "".join(f" {k}={v}" for k, v in overrides.items())
     text = [f"# Benchmark `{suite}`{' (quick: a smoke run, not a result)' if quick else ''}", "",
             f"Command: `metassl bench {suite}{args} --out {out}`  ", f"Date: {time.strftime('%Y-%m-%d')}  ",
