@@ -93,3 +93,33 @@ def test_cli_bench(tmp_path, monkeypatch, capsys):
     assert [r["algorithm"] for r in read_csv(tmp_path / "summary.csv")] == ["supervised", "vat-ent"]
     assert main(["bench", "fmnist-100", "--seeds", "a,b"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_bench_processes_sharing_a_directory_then_one_run_over_all_only_writes_tables(tmp_path):
+    # scripts/bench_parallel.sh: disjoint (entries, seed) groups into one --out, then one bench over everything
+    data = tiny_data()
+    run_bench("fmnist-1000", seeds=[0], algorithms=["supervised"], out=tmp_path, overrides=TINY, data=data,
+              log=lambda s: None)
+    run_bench("fmnist-1000", seeds=[0], algorithms=["metamixup"], out=tmp_path, overrides=TINY, data=data,
+              log=lambda s: None)
+    logs: list[str] = []
+    rows = run_bench("fmnist-1000", seeds=[0], algorithms=["supervised", "metamixup"], out=tmp_path, overrides=TINY,
+                     data=data, log=logs.append)
+    assert len(rows) == 2 and all("skipped (finished)" in line for line in logs[:2])
+    assert {r["algorithm"] for r in read_csv(tmp_path / "summary.csv")} == {"supervised", "metamixup"}
+    md = (tmp_path / "summary.md").read_text()
+    assert "--algorithms supervised,metamixup" in md          # the printed command re-runs this subset
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_atomic_writes_from_many_threads_never_share_a_temporary(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from metassl.checkpoint import atomic_write_text
+
+    target = tmp_path / "summary.csv"
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: atomic_write_text(target, f"writer {i}\n" * 1000), range(64)))
+    text = target.read_text()
+    assert len(set(text.splitlines())) == 1 and len(text.splitlines()) == 1000   # one whole write, not a mix
+    assert not list(tmp_path.glob("*.tmp"))

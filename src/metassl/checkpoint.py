@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write a temporary file, fsync it, then rename over `path` (atomic on POSIX): readers never see half a
     file, and concurrent writers (several bench processes sharing one directory) never share the temporary."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.fchmod(fd, 0o644)
+    with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
