@@ -196,8 +196,10 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
     w.writeheader()
     w.writerows(rows)
     checkpoint.atomic_write_text(out / "summary.csv", buf.getvalue())
-    first = json.loads(next(out.glob("*/results.json")).read_text()) if rows else {}
-    machine = f"{first.get('machine', '')}, device {first.get('device', '?')}" if rows else ""
+    machine = ""
+    if rows:
+        first = json.loads(next(out.glob("*/results.json")).read_text())
+        machine = f"{first.get('machine', '')}, device {first.get('device', '?')}"
     seeds = sorted({r["seed"] for r in rows})
     ulb = cfg.unlabeled_batch_size
     protocol = (f"{cfg.dataset}, {cfg.num_labels} labels (split seed = run seed), model `{cfg.model}`, "

@@ -44,12 +44,16 @@ def atomic_write_text(path: Path, text: str) -> None:
     file, and concurrent writers (several bench processes sharing one directory) never share the temporary."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.fchmod(fd, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:                 # a unique name is never overwritten later: remove it now
+        Path(tmp).unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
