@@ -1,11 +1,12 @@
 """The fast meta step computes what the authors' pass sequence computes; bench-step reports every variant."""
 import copy
 
+import pytest
 import torch
 
 from metassl.algorithms import Batch, StepContext
 from metassl.algorithms.metamixup import MetaSSL
-from metassl.bench_step import ReferenceMetaMixup, bench_step
+from metassl.bench_step import ReferenceMetaMixup, bench_step, format_table
 from metassl.models import build_model
 
 
@@ -54,9 +55,31 @@ def test_channels_last_gives_the_same_update():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_bench_step_reports_every_variant_relative_to_mixup():
+def test_bench_step_runs_every_variant_and_tables_one_row_each():
     res = bench_step("mlp", batch=8, device="cpu", repeat=2, memory=False)
     assert set(res["variants"]) == {"supervised", "mixup", "reference", "metamixup", "metamixup-jvp", "metamixup-exact"}
-    assert res["variants"]["mixup"]["ratio_to_mixup"] == 1.0
-    for r in res["variants"].values():
-        assert r["ms_per_step"] > 0 and r["images_per_second"] > 0
+    rows = format_table(res).splitlines()[3:]
+    assert [r.split(" | ")[0].lstrip("| ") for r in rows] == list(res["variants"])
+
+
+def test_bench_step_reports_medians_quartiles_throughput_and_ratio_to_mixup(monkeypatch):
+    """With the step times fixed, every reported number is the stated statistic of them; mixup is timed
+    even when not asked for, since the ratios are relative to it."""
+    times = {"mixup": [0.04, 0.02, 0.03], "supervised": [0.01, 0.015, 0.02], "metamixup": [0.09, 0.06, 0.075]}
+    seen = []
+
+    def fake_times(variants, *args, **kwargs):
+        seen.append(list(variants))
+        return {v: times[v] for v in variants}
+
+    monkeypatch.setattr("metassl.bench_step.time_variants", fake_times)
+    res = bench_step("mlp", batch=8, device="cpu", repeat=3, variants=["supervised", "metamixup"], memory=False)
+    assert seen == [["mixup", "supervised", "metamixup"]]
+    v = res["variants"]
+    assert v["mixup"]["ms_per_step"] == pytest.approx(30.0) and v["metamixup"]["ms_per_step"] == pytest.approx(75.0)
+    assert v["supervised"]["ratio_to_mixup"] == pytest.approx(0.5)
+    assert v["metamixup"]["ratio_to_mixup"] == pytest.approx(2.5)
+    assert v["supervised"]["images_per_second"] == pytest.approx(8 / 0.015)     # labeled images only
+    assert v["metamixup"]["images_per_second"] == pytest.approx(16 / 0.075)     # labeled + unlabeled
+    lo, hi = v["mixup"]["spread_ms"]
+    assert lo < 30.0 < hi and (lo, hi) == pytest.approx((20.0, 40.0))
