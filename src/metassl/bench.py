@@ -24,6 +24,7 @@ from typing import Any, Callable
 from .config import PRESETS, Config, load_saved, to_dict
 from .data import ImageData, load_dataset
 from .errors import Interrupted, UserError
+from .files import atomic_write_text
 
 SUITES: dict[str, dict[str, Any]] = {
     "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000),
@@ -189,13 +190,11 @@ def cost_table(rows: list[dict[str, Any]]) -> str:
 
 def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config, quick: bool,
                   overrides: dict[str, Any]) -> None:
-    from . import checkpoint
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    checkpoint.atomic_write_text(out / "summary.csv", buf.getvalue())
+    atomic_write_text(out / "summary.csv", buf.getvalue())
     machine = ""
     if rows:
         first = json.loads(next(out.glob("*/results.json")).read_text())
@@ -224,4 +223,4 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
         text += ["## Curves (first seed)", "", "![test error](plots/test_error.png)", "", "![losses](plots/losses.png)", ""]
         if (out / "plots" / "pseudo_labels.png").exists():
             text += ["![pseudo-label quality](plots/pseudo_labels.png)", ""]
-    checkpoint.atomic_write_text(out / "summary.md", "\n".join(text))
+    atomic_write_text(out / "summary.md", "\n".join(text))

@@ -14,47 +14,16 @@ import hashlib
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import UserError
+from .files import fsync_dir
 
 LAST, PREV = "last.pt", "prev.pt"
 DIGEST_KEY = "_digest"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a temporary file, fsync it, then rename over `path` (atomic on POSIX): readers never see half a
-    file, and concurrent writers (several bench processes sharing one directory) never share the temporary."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:                 # a unique name is never overwritten later: remove it now
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _update(h: Any, obj: Any) -> None:
@@ -104,7 +73,7 @@ def save(state: dict[str, Any], run_dir: Path) -> None:
     if last.exists():
         os.replace(last, run_dir / PREV)
     os.replace(tmp, last)
-    _fsync_dir(run_dir)
+    fsync_dir(run_dir)
 
 
 def _load_one(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import checkpoint
+from .files import atomic_write_text
 
 
 def pseudo_label_quality(y_tilde: Tensor, y_hat: Tensor, y_true: Tensor) -> dict[str, Tensor]:
@@ -52,7 +52,7 @@ class Logger:
         """On resume: drop records written after the checkpoint being resumed from."""
         if self.enabled and self.path.exists():
             keep = [l for l in self.path.read_text().splitlines() if l and json.loads(l)["iteration"] <= iteration]
-            checkpoint.atomic_write_text(self.path, "".join(l + "\n" for l in keep))
+            atomic_write_text(self.path, "".join(l + "\n" for l in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -31,6 +31,7 @@ from .data import ImageData, labeled_split, load_dataset
 from .data.augment import normalize, to_float
 from .data.resident import DeviceData, prepare_data
 from .errors import Interrupted, UserError
+from .files import atomic_write_text
 from .log import Logger, pseudo_label_quality
 from .models import build_model
 from .safety import DivergenceWatch, check_run_dir, current_stop, nonfinite_weights, open_run_dir, stoppable
@@ -182,8 +183,8 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     stop.armed = True                          # from here on SIGINT/SIGTERM stop with a checkpoint
     if not resume and d.main:
         open_run_dir(run_dir, resume, force)
-        checkpoint.atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
-        checkpoint.atomic_write_text(run_dir / "split.json", json.dumps(dd.split.to_dict()))
+        atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
+        atomic_write_text(run_dir / "split.json", json.dumps(dd.split.to_dict()))
 
     start, history, elapsed, train_time = 0, [], 0.0, 0.0
     logger = Logger(run_dir, cfg.iterations, quiet, enabled=d.main)
@@ -315,5 +316,5 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
                    + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
     }
     if d.main:
-        checkpoint.atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
+        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
     return results
