@@ -1,4 +1,9 @@
-"""Shared fixtures: a tiny, learnable synthetic data set so trainer tests run in seconds."""
+"""Shared fixtures: a tiny, learnable synthetic data set so trainer tests run in seconds, and a tiny
+network, batch and step runner for step-level algorithm tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -20,6 +25,48 @@ def make_tiny_data(n_train: int = 240, n_test: int = 80, size: int = 12, classes
     x, y = make(n_train)
     xt, yt = make(n_test)
     return ImageData(x, y, xt, yt, [f"c{k}" for k in range(classes)], flip=False, name="tiny")
+
+
+def write_tiny_npz(path: Path, data: ImageData | None = None, **extra: np.ndarray) -> Path:
+    """`data` (default: make_tiny_data()) as a `dataset=<file>.npz` file, with any `extra` arrays."""
+    d = data if data is not None else make_tiny_data()
+    np.savez(path, x=d.x_train, y=d.y_train, x_test=d.x_test, y_test=d.y_test, **extra)
+    return Path(path)
+
+
+TINY_CLASSES = 4
+
+
+def tiny_net():
+    """Conv + BN + dropout on 1x6x6 inputs, 4 classes: BN and dropout handling matter; runs in milliseconds."""
+    import torch
+    from torch import nn
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.1), nn.Dropout(0.2),
+                         nn.Flatten(), nn.Linear(4 * 6 * 6, TINY_CLASSES))
+
+
+def tiny_batch(algo, n: int = 8, seed: int = 1):
+    """A hand-made 1x6x6 Batch with one unlabeled tensor per view `algo` asks for, and y_ulb set."""
+    import torch
+    from metassl.algorithms import Batch
+    g = torch.Generator().manual_seed(seed)
+    x_lb = torch.randn(n, 1, 6, 6, generator=g)
+    y_lb = torch.randint(0, TINY_CLASSES, (n,), generator=g)
+    base = torch.randn(n, 1, 6, 6, generator=g)
+    x_ulb = [base + 0.1 * torch.randn(n, 1, 6, 6, generator=g) for _ in algo.views]
+    return Batch(x_lb, y_lb, x_ulb, torch.randint(0, TINY_CLASSES, (n,), generator=g))
+
+
+def tiny_context(weight: float = 1.0, beta: float = 0.05, iteration: int = 10, lr: float = 0.05):
+    from metassl.algorithms import StepContext
+    return StepContext(iteration, lr=lr, beta=beta, consistency_weight=weight, num_classes=TINY_CLASSES)
+
+
+def run_step(algo, model, batch, ctx):
+    """(loss, metrics) of one step, whether `step` returns a (loss, metrics) pair or an object with both."""
+    out = algo.step(model, batch, ctx)
+    return (out.loss, out.metrics) if hasattr(out, "loss") else out
 
 
 @pytest.fixture(scope="module")
