@@ -186,7 +186,7 @@ def meta_gradient_exact(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Ten
 
 
 def meta_gradient(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, y_tilde: Tensor, *,
-                  method: Method = "fd", phi: Phi = "mse", eps_scale: float = 0.01,
+                  method: Method = "fd", phi: Phi = "mse", eps_scale: float = 0.01, alpha: float = 1.0,
                   g_l: dict[str, Tensor] | None = None,
                   reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None) -> Tensor:
     """The meta-gradient of the labeled loss w.r.t. the pseudo-labels y~ (B_u, C), in the authors' scale.
@@ -194,10 +194,13 @@ def meta_gradient(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, y
     Runs in eval mode and leaves parameters, buffers, `.grad` and the training flag untouched. `g_l` may
     be passed when the caller already has it; `reduce` maps the local g_l to the global one (the
     mean over processes under torchrun, so eps and y^ are what one process with the whole batch gets).
+    `alpha` is the inner learning rate of the virtual step (Eq. 4): the step's lr. Only `exact` depends
+    on it; fd and jvp are its alpha -> 0 limit (equal to it whenever y~ is the model's own eval-mode
+    prediction, where grad Phi = 0 and the virtual step does not move theta).
     """
     with eval_mode(model):
         if method == "exact":
-            return meta_gradient_exact(model, x_lb, y_lb, x_ulb, y_tilde, phi)
+            return meta_gradient_exact(model, x_lb, y_lb, x_ulb, y_tilde, phi, alpha)
         if g_l is None:
             g_l = labeled_gradient(model, x_lb, y_lb)
             if reduce is not None:

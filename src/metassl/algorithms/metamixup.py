@@ -45,7 +45,7 @@ class MetaSSL(Algorithm):
             if not self.meta:
                 return y_tilde, y_tilde
             grad_y = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method=self.meta_method, phi=self.meta_phi,
-                                   eps_scale=self.eps_scale, reduce=ctx.reduce_grad)  # (B_u, C), Eq. 13-16
+                                   eps_scale=self.eps_scale, alpha=ctx.lr, reduce=ctx.reduce_grad)  # (B_u, C), Eq. 13-16
         return y_tilde, correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection)  # Eq. 6
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
