@@ -7,7 +7,7 @@ import torch
 
 from metassl.cli import main
 from metassl.config import build_config
-from metassl.plot import read_metrics, smooth
+from metassl.plot import read_metrics, smooth, time_to_error
 from metassl.train import train
 from tests.conftest import make_tiny_data
 
@@ -80,3 +80,14 @@ def test_features_without_scikit_learn_is_one_line(runs, tmp_path, capsys, monke
     assert main(["features", str(runs[0]), "--out", str(tmp_path / "t.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install scikit-learn" in err
+
+
+def test_time_to_error_is_the_first_evaluation_at_or_below_the_target():
+    records = [{"iteration": 10, "kind": "train", "loss": 1.0},
+               {"iteration": 10, "kind": "eval", "test_error": 30.0, "train_seconds": 5.0, "images_seen": 1280},
+               {"iteration": 20, "kind": "eval", "test_error": 14.9, "train_seconds": 9.5, "images_seen": 2560},
+               {"iteration": 30, "kind": "eval", "test_error": 12.0, "train_seconds": 14.0, "images_seen": 3840}]
+    assert time_to_error(records, 15.0) == (9.5, 2560)
+    assert time_to_error(records, 12.0) == (14.0, 3840)
+    assert time_to_error(records, 11.9) is None                               # never reached
+    assert time_to_error([{"iteration": 1, "kind": "eval", "test_error": 1.0}], 15.0) is None   # untimed records

@@ -5,6 +5,8 @@
 
 Writes PNGs (matplotlib, Agg backend, no display needed):
     test_error.png     test error (%) vs iteration, one line per run (the paper's accuracy curves, as error)
+    time_to_error.png  test error (%) vs training seconds and vs images seen (time-to-accuracy), runs overlaid;
+                       only for runs whose evaluation records carry train_seconds / images_seen
     losses.png         one panel per logged loss term (loss, loss_cls, loss_cons, ...), runs overlaid
     pseudo_labels.png  only when a run logged pl_* (unlabeled labels known): accuracy and calibration error
                        of the plain (dashed) and meta-corrected (solid) pseudo-labels, and the fraction of
@@ -76,6 +78,16 @@ def series(records: list[dict[str, Any]], kind: str, key: str) -> tuple[np.ndarr
     return np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float)
 
 
+def time_to_error(records: list[dict[str, Any]], target: float) -> tuple[float, int] | None:
+    """(train_seconds, images_seen) at the first evaluation with test error <= target (%), or None if the run
+    never reached it (or its records predate the time-to-accuracy fields)."""
+    for r in records:
+        if r["kind"] == "eval" and isinstance(r.get("test_error"), (int, float)) and r["test_error"] <= target \
+                and isinstance(r.get("train_seconds"), (int, float)):
+            return float(r["train_seconds"]), int(r.get("images_seen", 0))
+    return None
+
+
 def smooth(v: np.ndarray, window: int = SMOOTH) -> np.ndarray:
     """Centred moving average; the ends average over the points that exist."""
     window = min(window, len(v))          # np.convolve 'same' returns max(len) points: never exceed len(v)
@@ -119,6 +131,23 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         save(fig, "test_error.png")
+
+    # time-to-accuracy: the same test error against training seconds and against images seen
+    timed = [run for run in runs if len(series(run[0], "eval", "train_seconds")[0])]
+    if timed:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, key, xlabel in ((axes[0], "train_seconds", "training seconds (evaluation excluded)"),
+                                (axes[1], "images_seen", "images seen (labeled + unlabeled)")):
+            for records, label, color in timed:
+                pts = [(r[key], r["test_error"]) for r in records
+                       if r["kind"] == "eval" and isinstance(r.get(key), (int, float)) and "test_error" in r]
+                if pts:
+                    x, y = zip(*pts)
+                    ax.plot(x, y, color=color, marker="." if len(x) < 30 else None, label=f"{label}: {y[-1]:.2f}%")
+            ax.set(xlabel=xlabel, ylabel="test error (%)", title=f"Test error vs {xlabel.split(' (')[0]}")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        save(fig, "time_to_error.png")
 
     # losses: one panel per logged loss term
     keys = sorted({k for r, _, _ in runs for rec in r if rec["kind"] == "train" for k in rec if k.startswith("loss")},
