@@ -1,20 +1,15 @@
-"""The command line: subcommands work end to end; bad input is one line on stderr and exit status 2."""
+"""The command line: subcommands work end to end. (Bad input, one line on stderr and exit status 2:
+test_bad_input.py.)"""
 import json
 
-import numpy as np
 import pytest
 
 from metassl.cli import main
-from tests.conftest import make_tiny_data
-
-
-def write_npz(path, data):
-    np.savez(path, x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test)
+from tests.conftest import write_tiny_npz
 
 
 def test_train_eval_and_resume_through_the_cli(tmp_path, capsys):
-    npz = tmp_path / "tiny.npz"
-    write_npz(npz, make_tiny_data())
+    npz = write_tiny_npz(tmp_path / "tiny.npz")
     out = tmp_path / "run"
     args = ["train", f"dataset={npz}", "device=cpu", "num_labels=40", "batch_size=16", "iterations=6",
             "eval_every=3", "checkpoint_every=3", "warmup=1", "--out", str(out), "--quiet"]
@@ -29,23 +24,6 @@ def test_train_eval_and_resume_through_the_cli(tmp_path, capsys):
     assert main(["check", "--run", str(out), "--json", "--batch", "4"]) == 0   # the check at the trained state
     chk = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert chk["mse"]["jvp"]["cosine"] > 0.999999 and chk["mse"]["fd"]["cosine"] > 0.99
-
-
-@pytest.mark.parametrize("argv, needle", [
-    (["train", "lr=-0.1"], "lr"),
-    (["train", "batchsize=3"], "batchsize"),
-    (["train", "--preset", "nope"], "preset"),
-    (["train", "--config", "/no/such/file.yaml"], "config file"),
-    (["frobnicate"], "frobnicate"),
-    (["check", "--model", "vgg"], "vgg"),
-    (["eval", "/no/such/run"], "no metassl run"),
-    (["train", "--resume", "/tmp", "lr=0.1"], "--resume"),
-])
-def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys, tmp_path):
-    assert main(argv + (["--out", str(tmp_path / "r")] if argv[0] == "train" and "--resume" not in argv else [])) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("metassl: error:") and needle in err and "\n" not in err
-    assert not (tmp_path / "r").exists()
 
 
 def test_presets_lists_the_default_and_the_papers(capsys):
