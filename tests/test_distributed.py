@@ -6,11 +6,10 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_tiny_data
+from tests.conftest import write_tiny_npz
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -40,9 +39,7 @@ def run(args: list[str], procs: int) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
-    npz = tmp / "tiny.npz"
-    d = make_tiny_data()
-    np.savez(npz, x=d.x_train, y=d.y_train, x_test=d.x_test, y_test=d.y_test)
+    npz = write_tiny_npz(tmp / "tiny.npz")
     args = ARGS + [f"dataset={npz}", "--quiet"]
     run(args + ["--out", str(tmp / "one")], 1)
     run(args + ["--out", str(tmp / "two")], 2)

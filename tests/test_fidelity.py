@@ -81,3 +81,36 @@ def test_meta_algorithms_unroll_exact_with_the_step_lr(algorithm, monkeypatch):
     algo.step(model, _tiny_batch(len(algo.views)), StepContext(iteration=5, lr=0.037, beta=0.037,
                                                                consistency_weight=1.0, num_classes=3))
     assert seen == [0.037]
+
+
+# --- item 6: metafixmatch uses the global g_l under torchrun (meta_scope=global) --------------------------
+def _metafixmatch_y_hat(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One metafixmatch step on this rank's shard of a fixed batch of 8; saves its corrected y^ (B_u/world, C)."""
+    from metassl import distributed
+    from metassl.algorithms import Batch
+    torch.set_num_threads(1)
+    if world > 1:
+        torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    d = distributed.Dist(rank, world)
+    algo = build_algorithm(build_config(overrides=["algorithm=metafixmatch", "meta_method=fd"]))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))    # per-sample: no batch statistics to share
+    full = _tiny_batch(2, b=8)
+    lo, hi = rank * 8 // world, (rank + 1) * 8 // world
+    shard = Batch(full.x_lb[lo:hi], full.y_lb[lo:hi], [v[lo:hi] for v in full.x_ulb])
+    reduce = (lambda g: distributed.average_dict(g, d)) if world > 1 else None   # the trainer's, meta_scope=global
+    ctx = StepContext(iteration=0, lr=0.1, beta=1.0, consistency_weight=1.0, num_classes=3, reduce_grad=reduce)
+    torch.save(pseudo_labels_of(algo, algo.step(model, shard, ctx))[1], f"{out_dir}/{rank}.pt")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_metafixmatch_two_gloo_processes_correct_like_one_process_with_the_whole_batch(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    _metafixmatch_y_hat(0, 1, "", str(one))
+    torch.multiprocessing.spawn(_metafixmatch_y_hat, args=(2, str(tmp_path / "init"), str(two)), nprocs=2)
+    y_hat_one = torch.load(one / "0.pt")
+    y_hat_two = torch.cat([torch.load(two / f"{r}.pt") for r in range(2)])
+    torch.testing.assert_close(y_hat_two, y_hat_one, rtol=1e-5, atol=1e-6)

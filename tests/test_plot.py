@@ -9,7 +9,7 @@ from metassl.cli import main
 from metassl.config import build_config
 from metassl.plot import read_metrics, smooth, time_to_error
 from metassl.train import train
-from tests.conftest import make_tiny_data
+from tests.conftest import make_tiny_data, write_tiny_npz
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = ["device=cpu", "model=cnn", "iterations=20", "batch_size=16", "num_labels=16", "log_every=2", "eval_every=5",
@@ -24,9 +24,7 @@ def runs(tmp_path_factory):
     """Two 20-iteration runs on a tiny .npz data set: metamixup (logs pl_*) and supervised (does not)."""
     root = tmp_path_factory.mktemp("runs")
     data = make_tiny_data(n_train=120, n_test=40, size=8)
-    npz = root / "tiny.npz"
-    np.savez(npz, x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test,
-             classes=np.array(data.classes))
+    npz = write_tiny_npz(root / "tiny.npz", data, classes=np.array(data.classes))
     for algo in ("metamixup", "supervised"):
         train(build_config(None, None, [f"dataset={npz}", f"algorithm={algo}", *TINY]), root / algo, quiet=True)
     return [root / "metamixup", root / "supervised"]

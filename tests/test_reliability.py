@@ -24,7 +24,7 @@ from metassl.config import build_config
 from metassl.errors import Interrupted, UserError
 from metassl.safety import DivergenceWatch, StopSignals
 from metassl.train import train
-from tests.conftest import make_tiny_data
+from tests.conftest import make_tiny_data, write_tiny_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["device=cpu", "batch_size=16", "num_labels=40", "warmup=2", "consistency_rampup=4", "translate=1", "ema=0.9"]
@@ -43,10 +43,7 @@ def metassl(*args: str, **kw) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory) -> Path:
-    d = make_tiny_data()
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x=d.x_train, y=d.y_train, x_test=d.x_test, y_test=d.y_test)
-    return path
+    return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
 
 
 def assert_same_run(a: Path, b: Path) -> None:

@@ -38,7 +38,8 @@ class MetaFixMatch(FixMatch):
         """(y~, y^): FixMatch's weak-view distribution and its meta-corrected version, (B_u, C) each."""
         y_tilde, _ = super().pseudo_labels(model, batch, ctx, logits_x_ulb_w)
         grad_y = meta_gradient(model, batch.x_lb, batch.y_lb, batch.x_ulb[0], y_tilde, method=self.meta_method,
-                               phi=self.meta_phi, eps_scale=self.eps_scale, alpha=ctx.lr)  # (B_u, C), Eq. 13-16
+                               phi=self.meta_phi, eps_scale=self.eps_scale, alpha=ctx.lr,
+                               reduce=ctx.reduce_grad)  # (B_u, C), Eq. 13-16; global g_l under torchrun
         return y_tilde, correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection)   # Eq. 6
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
