@@ -114,3 +114,34 @@ def test_metafixmatch_two_gloo_processes_correct_like_one_process_with_the_whole
     y_hat_one = torch.load(one / "0.pt")
     y_hat_two = torch.cat([torch.load(two / f"{r}.pt") for r in range(2)])
     torch.testing.assert_close(y_hat_two, y_hat_one, rtol=1e-5, atol=1e-6)
+
+
+# --- item 7: crop padding; the authors pad with zeros (black, before normalisation) -----------------------
+@pytest.mark.parametrize("pad_mode", ["zeros", "reflect"])
+def test_pad_mode_zeros_pads_black_pixels_before_normalisation(pad_mode):
+    import numpy as np
+
+    from metassl.data import ImageData
+    from metassl.train import build_data
+    x = np.random.default_rng(0).integers(1, 256, (40, 12, 12, 3)).astype(np.uint8)   # no black pixel anywhere
+    y = np.arange(40) % 4
+    data = ImageData(x, y, x[:8], y[:8], ["a", "b", "c", "d"], flip=False)
+    cfg = build_config(overrides=["translate=4", f"pad_mode={pad_mode}", "num_labels=8", "flip=false",
+                                  "channels_last=false"])
+    dd = build_data(cfg, build_algorithm(cfg), data, torch.device("cpu"))
+    torch.manual_seed(0)
+    v = dd.view(dd.x_train[:32], "weak") * dd.std[:, None, None] + dd.mean[:, None, None]   # back to [0, 1]
+    black = (v.abs() < 1e-5).all(1)                                                         # (N, H, W)
+    border = torch.ones(12, 12, dtype=torch.bool)
+    border[4:-4, 4:-4] = False
+    if pad_mode == "zeros":
+        assert black.any() and not (black & ~border).any()   # padded pixels are 0 and only in the 4-pixel band
+        assert (black.sum((1, 2)) > 0).float().mean() > 0.5  # most crops are off-centre
+    else:
+        assert not black.any()                               # reflect brings in image pixels
+
+
+def test_the_authors_presets_pad_with_zeros_and_ours_reflect():
+    for preset in ("svhn-1000", "cifar10-4000", "cifar100-10000"):
+        assert build_config(preset).pad_mode == "zeros", preset
+    assert build_config("fmnist-1000").pad_mode == "reflect"

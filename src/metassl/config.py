@@ -29,6 +29,7 @@ class Config:
     workers: int = 4                 # DataLoader worker processes for stream=true
     labels_file: str = ""            # stream=true: text file of labeled image paths (e.g. ImageNet 10% split files)
     translate: int = 2               # random-translate augmentation, pixels (random crop with this padding)
+    pad_mode: str = "reflect"        # the crop's padding: reflect | zeros (black before normalisation: the authors' RandomCrop(32, padding=4))
     flip: str = "auto"               # horizontal flip: auto (where the data set allows it) | true | false
     # --- model and algorithm --------------------------------------------------------------------------
     model: str = "cnn"               # cnn | convlarge | wrn-28-2 | wrn-28-8 | resnet18 | mlp
@@ -102,6 +103,7 @@ _HINTS = typing.get_type_hints(Config)
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "flip": ("auto", "true", "false"),
+    "pad_mode": ("reflect", "zeros"),
     "meta_method": ("fd", "jvp", "exact"),
     "meta_phi": ("mse", "kl"),
     "beta_schedule": ("lr", "constant", "cosine"),
@@ -247,7 +249,7 @@ def load_file(path: str) -> dict[str, Any]:
 # The others carry the authors' released hyperparameters (see docs and the official implementation).
 _AUTHORS = dict(model="convlarge", batch_size=128, lr=0.1, momentum=0.9, warmup=4000, lr_schedule="step",
                 lr_steps="300000,350000", iterations=400000, consistency_weight=1.0, consistency_rampup=4000,
-                translate=4, eval_every=400, checkpoint_every=2000, beta_schedule="lr", beta=1.0)
+                translate=4, pad_mode="zeros", eval_every=400, checkpoint_every=2000, beta_schedule="lr", beta=1.0)
 PRESETS: dict[str, dict[str, Any]] = {
     "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000, model="cnn", algorithm="metamixup",
                         iterations=1400, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,

@@ -127,7 +127,7 @@ def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: tor
         data = load_dataset(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
     split = labeled_split(data.y_train, num_labels, data.num_classes, cfg.split_seed, cfg.num_val,
                           cfg.include_labeled_in_unlabeled)
-    return prepare_data(data, split, device, cfg.flip, cfg.translate, cfg.channels_last)
+    return prepare_data(data, split, device, cfg.flip, cfg.translate, cfg.channels_last, cfg.pad_mode)
 
 
 def error_on(model: nn.Module, dd: Any, split: str, cfg: Config, d: distributed.Dist) -> float:

@@ -81,9 +81,10 @@ def random_flip(x: Tensor) -> Tensor:
     return torch.where(mask[:, None, None, None], x.flip(-1), x)
 
 
-def weak_augment(x: Tensor, pad: int, flip: bool) -> Tensor:
-    """The standard weak augmentation: random translate (reflect padding), then optional flip."""
-    x = random_translate(x, pad)
+def weak_augment(x: Tensor, pad: int, flip: bool, pad_mode: str = "reflect") -> Tensor:
+    """The standard weak augmentation: random translate (`pad_mode` padding: reflect, or zeros = black on the
+    [0, 1] scale, i.e. before normalisation, as torchvision's RandomCrop(padding=pad)), then optional flip."""
+    x = random_translate(x, pad, pad_mode)
     return random_flip(x) if flip else x
 
 
@@ -243,7 +244,7 @@ def _apply_ops(x: Tensor, choice: Tensor, v: Tensor, s: Tensor) -> Tensor:
 
 
 def strong_augment(x: Tensor, pad: int, flip: bool, num_ops: int = 2, magnitude: int | None = None,
-                   cutout: float = 0.5) -> Tensor:
+                   cutout: float = 0.5, pad_mode: str = "reflect") -> Tensor:
     """FixMatch-style RandAugment: weak augment, `num_ops` uniformly drawn ops per sample, then Cutout.
 
     magnitude None draws a fresh magnitude in [0, 1] per sample and op (FixMatch's random-magnitude
@@ -254,7 +255,7 @@ def strong_augment(x: Tensor, pad: int, flip: bool, num_ops: int = 2, magnitude:
         raise ValueError(f"need num_ops >= 0, magnitude in [0, 10] or None, cutout in [0, 1]; "
                          f"got {num_ops}, {magnitude}, {cutout}")
     dtype = x.dtype
-    y = weak_augment(x if dtype in (torch.float32, torch.float64) else x.float(), pad, flip)
+    y = weak_augment(x if dtype in (torch.float32, torch.float64) else x.float(), pad, flip, pad_mode)
     n = y.shape[0]
     # draw everything up front with data-independent shapes, so the RNG stream depends on shapes only
     choice = torch.randint(0, len(OPS), (num_ops, n), device=y.device)

@@ -39,6 +39,7 @@ class DeviceData:
     classes: list[str]
     channels_last: bool = False
     split: Split | None = None   # the labeled/unlabeled/validation indices (saved as split.json)
+    pad_mode: str = "reflect"    # the translate's padding: reflect | zeros (black, before normalisation)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -50,9 +51,9 @@ class DeviceData:
         are mapped to [0, 1]; float inputs (tabular features as (N, D, 1, 1), see estimator.py) are used as is."""
         x = to_float(x_u8) if x_u8.dtype == torch.uint8 else x_u8
         if kind == "weak":
-            x = weak_augment(x, self.translate, self.flip)
+            x = weak_augment(x, self.translate, self.flip, self.pad_mode)
         elif kind == "strong":
-            x = strong_augment(x, self.translate, self.flip)
+            x = strong_augment(x, self.translate, self.flip, pad_mode=self.pad_mode)
         x = normalize(x, self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -100,7 +101,7 @@ def _nchw(x: np.ndarray, device: torch.device) -> Tensor:
 
 
 def prepare_data(data: ImageData, split: Split, device: torch.device, flip: str = "auto", translate: int = 0,
-                 channels_last: bool = False) -> DeviceData:
+                 channels_last: bool = False, pad_mode: str = "reflect") -> DeviceData:
     """Move images to the device once; normalisation statistics from the whole training set."""
     x_train, y_train = data.x_train, data.y_train.astype(np.int64)
     unlabeled = split.unlabeled
@@ -115,4 +116,5 @@ def prepare_data(data: ImageData, split: Split, device: torch.device, flip: str 
     return DeviceData(xt, torch.from_numpy(y_train).to(device), _nchw(data.x_test, device),
                       torch.from_numpy(data.y_test.astype(np.int64)).to(device),
                       torch.from_numpy(split.labeled), torch.from_numpy(unlabeled), torch.from_numpy(split.val),
-                      mean.to(device), std.to(device), do_flip, translate, list(data.classes), channels_last, split)
+                      mean.to(device), std.to(device), do_flip, translate, list(data.classes), channels_last, split,
+                      pad_mode)
