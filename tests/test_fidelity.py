@@ -145,3 +145,38 @@ def test_the_authors_presets_pad_with_zeros_and_ours_reflect():
     for preset in ("svhn-1000", "cifar10-4000", "cifar100-10000"):
         assert build_config(preset).pad_mode == "zeros", preset
     assert build_config("fmnist-1000").pad_mode == "reflect"
+
+
+# --- item 8: the authors' presets take their step: pass order and learning-rate schedule ----------------
+def _schedules():
+    from metassl.train import beta_at, lr_at
+    return lr_at, beta_at
+
+
+@pytest.mark.parametrize("preset", ["svhn-1000", "cifar10-4000", "cifar100-10000"])
+def test_the_authors_presets_use_their_warmup_decay_and_pass_order(preset):
+    lr_at, beta_at = _schedules()
+    cfg = build_config(preset)
+    assert cfg.meta_fused is False                       # a separate plain pseudo-label forward, as theirs
+    assert lr_at(0, cfg) == 0.0 and beta_at(0, cfg) == 0.0   # lr * step / warmup from step 0
+    assert lr_at(1, cfg) == pytest.approx(0.1 / 4000)
+    assert lr_at(2000, cfg) == pytest.approx(0.05)
+    assert lr_at(4000, cfg) == pytest.approx(0.1)
+    assert lr_at(300000, cfg) == pytest.approx(0.1)      # decay once step > milestone
+    assert lr_at(300001, cfg) == pytest.approx(0.01)
+    assert lr_at(350000, cfg) == pytest.approx(0.01)
+    assert lr_at(350001, cfg) == pytest.approx(0.001)
+
+
+def test_our_schedule_is_unchanged():
+    import math
+    lr_at, _ = _schedules()
+    cfg = build_config("fmnist-1000")                    # warm-up 200, cosine over 1400
+    assert cfg.meta_fused is True
+    for it in (0, 1, 199):
+        assert lr_at(it, cfg) == pytest.approx(0.05 * (it + 1) / 200)
+    for it in (200, 700, 1399):
+        assert lr_at(it, cfg) == pytest.approx(0.025 * (1 + math.cos(math.pi * (it - 200) / 1200)))
+    step = build_config(overrides=["lr_schedule=step", "lr_steps=100,200", "warmup=10", "lr=0.1"])
+    assert [lr_at(it, step) for it in (0, 9, 99, 100, 199, 200)] == pytest.approx(
+        [0.01, 0.1, 0.1, 0.01, 0.01, 0.001])

@@ -53,14 +53,16 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 # --- schedules: pure functions of the iteration (0-based) -----------------------------------------------
 def lr_at(it: int, cfg: Config) -> float:
-    """Linear warm-up to cfg.lr, then cosine to 0, step decay, or constant."""
+    """Linear warm-up to cfg.lr, then cosine to 0, step decay, or constant. The warm-up and the decay see
+    t = it + 1 (lr_origin=one) or t = it (zero: the authors', lr 0 at the first step, decay after a milestone)."""
+    t = it + 1 if cfg.lr_origin == "one" else it
     if it < cfg.warmup:
-        return cfg.lr * (it + 1) / cfg.warmup
+        return cfg.lr * t / cfg.warmup
     if cfg.lr_schedule == "cosine":
         progress = (it - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
     if cfg.lr_schedule == "step":
-        return cfg.lr * cfg.lr_decay ** sum(it >= s for s in parse_steps(cfg.lr_steps))
+        return cfg.lr * cfg.lr_decay ** sum(t > s for s in parse_steps(cfg.lr_steps))
     return cfg.lr
 
 
