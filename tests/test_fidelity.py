@@ -180,3 +180,16 @@ def test_our_schedule_is_unchanged():
     step = build_config(overrides=["lr_schedule=step", "lr_steps=100,200", "warmup=10", "lr=0.1"])
     assert [lr_at(it, step) for it in (0, 9, 99, 100, 199, 200)] == pytest.approx(
         [0.01, 0.1, 0.1, 0.01, 0.01, 0.001])
+
+
+# --- item 10: the ImageNet preset is the authors' run length, counted in unlabeled epochs ----------------
+def test_imagenet_preset_runs_the_authors_600_unlabeled_epochs_with_per_gpu_meta_gradient():
+    import math
+    cfg = build_config("imagenet-10pct")
+    assert cfg.batch_size == cfg.unlabeled_batch_size == 8 * 64          # 8 GPUs x (64 + 64)
+    epoch = math.ceil((1_281_167 - cfg.num_labels) / cfg.unlabeled_batch_size)   # the unlabeled loader's length
+    assert epoch == 2253 == math.ceil((1_281_167 - 128_116) / 512)      # the same with the usual 10% files
+    assert cfg.iterations == 600 * epoch == 1_351_800                   # "about 1.35M"
+    assert cfg.warmup == 5 * epoch == 11_265                            # "about 11k"
+    assert cfg.meta_scope == "local"                                    # their g_l and eps are per GPU
+    assert (cfg.lr, cfg.lr_schedule, cfg.consistency_rampup, cfg.sync_bn) == (0.1, "cosine", 0, True)
