@@ -13,10 +13,14 @@ from metassl.bench import run_bench, run_config
 from metassl.cli import main
 from metassl.errors import UserError
 
-from .test_algorithms import tiny_data
+from tests.conftest import make_tiny_data
 
 TINY = dict(num_labels=16, batch_size=8, iterations=4, eval_every=2, checkpoint_every=2, warmup=1,
             consistency_rampup=2, device="cpu", eval_batch_size=64, log_every=2)
+
+
+def tiny_data():
+    return make_tiny_data(n_train=96, n_test=24, size=8)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: two threads spin against other jobs
