@@ -156,10 +156,14 @@ def compare(ref: Path, run: Path) -> list[str]:
             return isinstance(y, (list, tuple)) and len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
         return x == y
 
+    def untimed(records: list[dict]) -> list[dict]:   # train_seconds is a clock reading, never bit-identical
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+
+    a["history"], b["history"] = untimed(a["history"]), untimed(b["history"])
     for key in ("iteration", "model", "ema", "optimizer", "history"):
         if not same(a[key], b[key]):
             problems.append(f"last.pt[{key}] differs")
-    ma, mb = ((d / "metrics.jsonl").read_text().splitlines() for d in (ref, run))
+    ma, mb = (untimed([json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]) for d in (ref, run))
     if ma != mb:
         problems.append(f"metrics.jsonl differs ({len(ma)} vs {len(mb)} records)")
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (ref, run))

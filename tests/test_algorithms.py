@@ -42,9 +42,9 @@ def grads(name: str, weight: float, **overrides) -> tuple[list[torch.Tensor], di
     model, algo = tiny_net().train(), build(name, **overrides)
     batch = tiny_batch(algo)
     torch.manual_seed(123)
-    loss, metrics = algo.step(model, batch, ctx(weight))
-    loss.backward()
-    return [p.grad.clone() for p in model.parameters()], metrics
+    out = algo.step(model, batch, ctx(weight))
+    out.loss.backward()
+    return [p.grad.clone() for p in model.parameters()], out.metrics
 
 
 # --------------------------------------------------------------------------- the unlabeled loss moves the student
@@ -69,7 +69,7 @@ def test_mean_teacher_is_an_ema_of_the_student_and_checkpoints():
     algo = MeanTeacher(meanteacher_weight=100.0, meanteacher_ema=0.999, rampup=5)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for it, expected_decay in ((0, 0.99), (7, 0.999)):   # 0.99 during the ramp-up, then meanteacher_ema
-        loss, _ = algo.step(model, tiny_batch(algo, seed=it), ctx(iteration=it))
+        loss = algo.step(model, tiny_batch(algo, seed=it), ctx(iteration=it)).loss
         old = [p.clone() for p in algo.teacher.parameters()]
         opt.zero_grad()
         loss.backward()
@@ -125,7 +125,7 @@ def test_fixmatch_mask_follows_threshold(threshold, expected):
     batch = Batch(torch.randn(3, C, 1, 1), torch.tensor([0, 1, 2]), [x_w, x_s])
     algo = FixMatch(fixmatch_threshold=threshold)
     model = identity_net()
-    loss, metrics = algo.step(model, batch, ctx())
+    metrics = algo.step(model, batch, ctx()).metrics
     assert metrics["mask"].item() == pytest.approx(np.mean(expected))
     # the loss is the mean over all rows of mask * CE(strong logits, argmax weak)
     ce = F.cross_entropy(x_s.flatten(1), torch.arange(5) % C, reduction="none")
@@ -136,13 +136,14 @@ def test_fixmatch_mask_follows_threshold(threshold, expected):
 def test_metafixmatch_is_fixmatch_at_beta_zero_and_corrects_otherwise():
     batch = tiny_batch(FixMatch())
     out = {}
-    for name, algo, beta in (("fm", FixMatch(0.0), 0.0), ("meta0", MetaFixMatch(0.0), 0.0),
-                             ("meta", MetaFixMatch(0.0), 0.5)):
+    eps = Config.eps_scale
+    for name, algo, beta in (("fm", FixMatch(0.0), 0.0), ("meta0", MetaFixMatch(0.0, eps_scale=eps), 0.0),
+                             ("meta", MetaFixMatch(0.0, eps_scale=eps), 0.5)):
         model = tiny_net().train()
         torch.manual_seed(7)
-        loss, metrics = algo.step(model, batch, ctx(beta=beta))
-        loss.backward()
-        out[name] = (loss.detach(), [p.grad for p in model.parameters()], metrics, algo.last_pseudo_labels)
+        step = algo.step(model, batch, ctx(beta=beta))
+        step.loss.backward()
+        out[name] = (step.loss.detach(), [p.grad for p in model.parameters()], step.metrics, step.pseudo_labels)
     torch.testing.assert_close(out["meta0"][0], out["fm"][0])
     for a, b in zip(out["meta0"][1], out["fm"][1]):
         torch.testing.assert_close(a, b)
@@ -176,7 +177,7 @@ def test_vat_leaves_bn_statistics_to_the_labeled_pass():
     model, ref = tiny_net().train(), tiny_net().train()
     algo = VAT(vat_entmin=True)
     batch = tiny_batch(algo)
-    _, metrics = algo.step(model, batch, ctx())
+    metrics = algo.step(model, batch, ctx()).metrics
     with torch.no_grad():
         ref(batch.x_lb)
     torch.testing.assert_close(model[1].running_mean, ref[1].running_mean)
@@ -206,9 +207,9 @@ def test_mixmatch_step_guesses_from_the_k_views():
     algo = MixMatch(mixmatch_k=2, mixmatch_t=0.5)
     v1, v2 = logits_with_confidence([0.8, 0.6]), logits_with_confidence([0.6, 0.3])
     batch = Batch(torch.randn(2, C, 1, 1), torch.tensor([0, 1]), [v1, v2])
-    algo.step(identity_net().train(), batch, ctx())
+    out = algo.step(identity_net().train(), batch, ctx())
     expected = guess_labels([F.softmax(v1.flatten(1), 1), F.softmax(v2.flatten(1), 1)], 0.5)
-    torch.testing.assert_close(algo.last_pseudo_labels[0], expected)
+    torch.testing.assert_close(out.pseudo_labels[0], expected)
 
 
 # --------------------------------------------------------------------------- every algorithm learns

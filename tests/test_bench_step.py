@@ -7,20 +7,20 @@ import torch
 from metassl.algorithms import Batch, StepContext
 from metassl.algorithms.metamixup import MetaSSL
 from metassl.bench_step import ReferenceMetaMixup, bench_step, format_table
+from metassl.config import Config
 from metassl.models import build_model
+from metassl.train import train_step
+
+EPS = Config.eps_scale
 
 
 def one_step(algo, model, batch, ctx, seed=0):
-    """One SGD step; returns the pseudo-labels and the new parameters."""
+    """One SGD step (the trainer's own); returns the pseudo-labels and the new parameters."""
     model = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     torch.manual_seed(seed)                     # same mixup lambdas and dropout masks for both
-    model.train()
-    loss, _ = algo.step(model, batch, ctx)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return algo.last_pseudo_labels, [p.detach().clone() for p in model.parameters()]
+    out = train_step(model, opt, algo, batch, ctx)
+    return out.pseudo_labels, [p.detach().clone() for p in model.parameters()]
 
 
 def setup(channels_last=False):
@@ -37,8 +37,8 @@ def setup(channels_last=False):
 def test_fast_meta_step_matches_the_authors_pass_sequence():
     """Same corrected pseudo-labels (to 1e-5) and the same parameter update (to 1e-5) in float32."""
     model, batch, ctx = setup()
-    (y_ref_plain, y_ref), p_ref = one_step(ReferenceMetaMixup(True, True, mixup_gamma=1.0), model, batch, ctx)
-    (y_plain, y_fast), p_fast = one_step(MetaSSL(True, True, mixup_gamma=1.0, fused=True), model, batch, ctx)
+    (y_ref_plain, y_ref), p_ref = one_step(ReferenceMetaMixup(True, True, eps_scale=EPS, mixup_gamma=1.0), model, batch, ctx)
+    (y_plain, y_fast), p_fast = one_step(MetaSSL(True, True, eps_scale=EPS, mixup_gamma=1.0, fused=True), model, batch, ctx)
     assert (y_ref - y_ref_plain).abs().max() > 1e-3          # the correction is not vacuous
     torch.testing.assert_close(y_fast, y_ref, rtol=0, atol=1e-5)
     for a, b in zip(p_fast, p_ref):
@@ -48,8 +48,8 @@ def test_fast_meta_step_matches_the_authors_pass_sequence():
 def test_channels_last_gives_the_same_update():
     model, batch, ctx = setup()
     model_cl, batch_cl, _ = setup(channels_last=True)
-    (_, y), p = one_step(MetaSSL(True, True, mixup_gamma=1.0), model, batch, ctx)
-    (_, y_cl), p_cl = one_step(MetaSSL(True, True, mixup_gamma=1.0), model_cl, batch_cl, ctx)
+    (_, y), p = one_step(MetaSSL(True, True, eps_scale=EPS, mixup_gamma=1.0), model, batch, ctx)
+    (_, y_cl), p_cl = one_step(MetaSSL(True, True, eps_scale=EPS, mixup_gamma=1.0), model_cl, batch_cl, ctx)
     torch.testing.assert_close(y_cl, y, rtol=0, atol=1e-5)
     for a, b in zip(p_cl, p):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

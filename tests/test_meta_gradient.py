@@ -4,9 +4,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metassl.algorithms.meta_gradient import (correct_pseudo_labels, eval_mode, meta_gradient,
-                                              project_to_simplex)
+from metassl.algorithms.meta_gradient import correct_pseudo_labels, meta_gradient, project_to_simplex
 from metassl.check import agreement
+from metassl.config import Config
+from metassl.torch_utils import eval_mode
+
+EPS = Config.eps_scale   # the fd step every run uses
 
 
 def small_net() -> nn.Module:
@@ -32,7 +35,7 @@ def test_fd_and_jvp_agree_with_exact_in_float64(phi):
     model.train()
     x_lb, y_lb, x_ulb, y_tilde = batches(model)
     exact = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="exact", phi=phi)
-    fd = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="fd", phi=phi)
+    fd = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="fd", phi=phi, eps_scale=EPS)
     jvp = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="jvp", phi=phi)
     assert exact.abs().max() > 1e-6  # not vacuous
     a_fd, a_jvp = agreement(fd, exact), agreement(jvp, exact)
@@ -57,7 +60,7 @@ def test_fd_matches_the_authors_formula():
         for p, gi in zip(params, g):
             p.add_(eps * gi)
     expected = (plus - minus) / eps
-    got = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="fd", phi="mse")
+    got = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="fd", phi="mse", eps_scale=EPS)
     torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-9)
 
 
@@ -69,7 +72,7 @@ def test_meta_pass_leaves_parameters_buffers_grads_and_mode_bit_identical(method
     model(x_lb).sum().backward()  # populate .grad, and BN running stats
     before = {k: v.clone() for k, v in model.state_dict().items()}
     grads = [p.grad.clone() for p in model.parameters()]
-    meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method=method)
+    meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method=method, eps_scale=EPS)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     for p, g in zip(model.parameters(), grads):
@@ -109,9 +112,9 @@ def test_fused_and_batched_fd_give_the_same_pseudo_labels_and_gradient(phi):
     model, x_lb, x_ulb = model.float().train(), x_lb.float(), x_ulb.float()
     with eval_mode(model), torch.no_grad():
         y_plain = F.softmax(model(x_ulb), 1)
-    g_plain = meta_gradient(model, x_lb, y_lb, x_ulb, y_plain, method="fd", phi=phi)
+    g_plain = meta_gradient(model, x_lb, y_lb, x_ulb, y_plain, method="fd", phi=phi, eps_scale=EPS)
     for batched in (False, True):
-        y_fast, g_fast = fd_pseudo_labels(model, x_lb, y_lb, x_ulb, phi=phi, batched=batched)
+        y_fast, g_fast = fd_pseudo_labels(model, x_lb, y_lb, x_ulb, phi=phi, eps_scale=EPS, batched=batched)
         torch.testing.assert_close(y_fast, y_plain, rtol=0, atol=1e-5)
         torch.testing.assert_close(g_fast, g_plain, rtol=1e-3, atol=1e-4)
     assert all(m.training for m in model.modules())

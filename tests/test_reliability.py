@@ -46,8 +46,14 @@ def npz(tmp_path_factory) -> Path:
     return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
 
 
+def untimed(records: list[dict]) -> list[dict]:
+    """Records without `train_seconds` (a clock reading: it differs between any two runs)."""
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+
+
 def assert_same_run(a: Path, b: Path) -> None:
-    """Bit-identical final weights, optimizer state, eval history, metrics.jsonl and test error."""
+    """Bit-identical final weights, optimizer state, eval history, metrics.jsonl and test error (every
+    record the same but its training-time clock, which must still grow from one evaluation to the next)."""
     sa, sb = checkpoint.load(a), checkpoint.load(b)
     assert sa["iteration"] == sb["iteration"]
     for key in ("model", "ema"):
@@ -55,8 +61,12 @@ def assert_same_run(a: Path, b: Path) -> None:
             assert torch.equal(t, sb[key][name]), f"{key}.{name}"
     for i, st in sa["optimizer"]["state"].items():
         assert torch.equal(st["momentum_buffer"], sb["optimizer"]["state"][i]["momentum_buffer"])
-    assert sa["history"] == sb["history"]
-    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+    assert untimed(sa["history"]) == untimed(sb["history"])
+    ma, mb = ([json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()] for d in (a, b))
+    assert untimed(ma) == untimed(mb)
+    for records in (sb["history"], [r for r in mb if r["kind"] == "eval"]):
+        clock = [r["train_seconds"] for r in records]
+        assert clock == sorted(clock) and clock[0] > 0      # cumulative across the resume
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (a, b))
     assert ra["test_error"] == rb["test_error"] and ra["test_error_median_last5"] == rb["test_error_median_last5"]
 

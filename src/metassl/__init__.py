@@ -1,5 +1,4 @@
 """metassl: semi-supervised image classification with meta-gradient (Zhang et al., AISTATS 2021)."""
-from .algorithms import meta_gradient, correct_pseudo_labels
 from .config import Config, build_config
 from .errors import UserError
 
@@ -10,7 +9,11 @@ __all__ = ["Config", "build_config", "UserError", "meta_gradient", "correct_pseu
 
 
 def __getattr__(name: str):
-    """Lazy exports: `metassl.MetaSSLClassifier` imports scikit-learn only when asked for."""
+    """Lazy exports: `metassl.MetaSSLClassifier` imports scikit-learn only when asked for, and importing
+    `metassl.data` or `metassl.config` does not load the algorithms."""
+    if name in ("meta_gradient", "correct_pseudo_labels"):
+        from .algorithms import meta_gradient
+        return getattr(meta_gradient, name)
     if name == "MetaSSLClassifier":
         from .estimator import MetaSSLClassifier
         return MetaSSLClassifier

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .algorithms.metamixup import ROWS
 from .config import PRESETS, Config, load_saved, to_dict
 from .data import ImageData, load_dataset
 from .errors import Interrupted, UserError
@@ -53,7 +54,7 @@ COMPARISON = {
     "metafixmatch": "MetaFixMatch (future direction)",
     "fully-supervised": "Fully supervised (every label; reference)",
 }
-ABLATION = {"neither": (False, False), "meta": (True, False), "mixup": (False, True), "metamixup": (True, True)}
+ABLATION = {name: (row.meta, row.mixup) for name, row in ROWS.items()}   # (meta-gradient, mixup) per row
 DEFAULT_ALGORITHMS = [n for n in COMPARISON if n != "metamixup"] + list(ABLATION)
 CSV_COLUMNS = ("algorithm", "seed", "num_labels", "test_error", "test_error_median_last5", "wall_seconds",
                "images_per_second")

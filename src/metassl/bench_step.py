@@ -29,9 +29,12 @@ from torch import Tensor, nn
 from .algorithms import Batch, StepContext
 from .algorithms.metamixup import MetaSSL
 from .algorithms.supervised import Supervised
-from .models import build_model
+from .config import Config
+from .models import build_model, natural_shape
+from .torch_utils import resolve_device
+from .train import train_step
 
-SHAPES = {"cnn": (1, 28), "convlarge": (3, 32), "wrn-28-2": (3, 32), "resnet18": (3, 64), "mlp": (1, 8)}
+EPS_SCALE = Config.eps_scale
 VARIANTS = ("supervised", "mixup", "reference", "metamixup", "metamixup-jvp", "metamixup-exact")
 
 
@@ -63,18 +66,18 @@ def make_algorithm(variant: str) -> Any:
     if variant == "supervised":
         return Supervised()
     if variant == "mixup":
-        return MetaSSL(False, True, mixup_gamma=1.0)
+        return MetaSSL(False, True, eps_scale=EPS_SCALE, mixup_gamma=1.0)
     if variant == "reference":
-        return ReferenceMetaMixup(True, True, mixup_gamma=1.0)
+        return ReferenceMetaMixup(True, True, eps_scale=EPS_SCALE, mixup_gamma=1.0)
     method = {"metamixup": "fd", "metamixup-jvp": "jvp", "metamixup-exact": "exact"}[variant]
-    return MetaSSL(True, True, meta_method=method, mixup_gamma=1.0, fused=True)
+    return MetaSSL(True, True, eps_scale=EPS_SCALE, meta_method=method, mixup_gamma=1.0, fused=True)
 
 
 def make_step(variant: str, model_name: str, batch: int, device: torch.device, channels_last: bool,
               seed: int = 0, amp: bool = False) -> Callable[[], None]:
-    """A closure running one full training step (forward, losses, backward, SGD) of `variant`."""
+    """A closure running one full training step of `variant`: the trainer's own `train_step`."""
     torch.manual_seed(seed)
-    c, s = SHAPES.get(model_name, (3, 32))
+    c, s = natural_shape(model_name)
     model = build_model(model_name, 10, c, s).to(device)
     fmt = torch.channels_last if channels_last and model_name != "mlp" else torch.contiguous_format
     model = model.to(memory_format=fmt)
@@ -85,13 +88,10 @@ def make_step(variant: str, model_name: str, batch: int, device: torch.device, c
     data = Batch(x_lb, torch.randint(0, 10, (batch,), device=device), [x_ulb])
     ctx = StepContext(100, 0.05, 0.05, 1.0, 10)
 
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
     def step() -> None:
-        model.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, _ = algo.step(model, data, ctx)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, algo, data, ctx, autocast=autocast)
 
     return step
 
@@ -152,8 +152,6 @@ def bench_step(model: str = "cnn", batch: int = 64, device: str = "cpu", repeat:
                amp: bool = False) -> dict[str, Any]:
     """Time every variant and return {variant: {ms_per_step, spread_ms, images_per_second, ratio_to_mixup,
     peak_memory_mb}} plus the settings."""
-    from .train import resolve_device
-
     dev = resolve_device(device)
     variants = list(variants or VARIANTS)
     if "mixup" not in variants:

@@ -12,11 +12,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .algorithms.meta_gradient import PHIS, eval_mode, meta_gradient
-from .models import build_model
-
-# natural input shape (channels, size) per backbone; anything else defaults to 3x32x32
-SHAPES = {"cnn": (1, 28), "mlp": (1, 8), "resnet18": (3, 64)}
+from .algorithms.meta_gradient import PHIS, meta_gradient
+from .models import build_model, natural_shape
+from .torch_utils import eval_mode, to_nchw
 
 
 def agreement(approx: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
@@ -47,7 +45,7 @@ def calibrate_bn(model: torch.nn.Module, x: torch.Tensor) -> None:
 
 
 def agreement_on(model: torch.nn.Module, x_lb: torch.Tensor, y_lb: torch.Tensor, x_ulb: torch.Tensor,
-                 eps_scale: float = 0.01) -> dict[str, Any]:
+                 eps_scale: float) -> dict[str, Any]:
     """fd and jvp vs exact for a float64 model and batch, for each Phi (model left unchanged)."""
     with eval_mode(model), torch.no_grad():
         y_tilde = F.softmax(model(x_ulb), dim=1)
@@ -62,11 +60,11 @@ def agreement_on(model: torch.nn.Module, x_lb: torch.Tensor, y_lb: torch.Tensor,
     return out
 
 
-def check_model(name: str, batch: int = 8, num_classes: int = 10, seed: int = 0,
-                eps_scale: float = 0.01) -> dict[str, Any]:
+def check_model(name: str, *, eps_scale: float, batch: int = 8, num_classes: int = 10,
+                seed: int = 0) -> dict[str, Any]:
     """Agreement of fd and jvp with exact for backbone `name` at initialisation, on random inputs."""
     torch.manual_seed(seed)
-    channels, size = SHAPES.get(name, (3, 32))
+    channels, size = natural_shape(name)
     model = build_model(name, num_classes, channels, size).double()
     x_lb = torch.randn(batch, channels, size, size, dtype=torch.float64)
     y_lb = torch.randint(0, num_classes, (batch,))
@@ -75,7 +73,7 @@ def check_model(name: str, batch: int = 8, num_classes: int = 10, seed: int = 0,
     return {"model": name, "state": "init, random inputs", **agreement_on(model, x_lb, y_lb, x_ulb, eps_scale)}
 
 
-def check_run(run_dir: str, batch: int = 8, seed: int = 0, eps_scale: float = 0.01) -> dict[str, Any]:
+def check_run(run_dir: str, *, eps_scale: float, batch: int = 8, seed: int = 0) -> dict[str, Any]:
     """The same check at a trained state: a run's checkpoint, on its own test images (labels as the
     labeled batch), so the curvature is the one training actually meets."""
     from pathlib import Path
@@ -83,14 +81,13 @@ def check_run(run_dir: str, batch: int = 8, seed: int = 0, eps_scale: float = 0.
     import numpy as np
 
     from .data import load_dataset
-    from .data.augment import normalize, to_float
+    from .data.augment import normalize
     from .evaluate import load_run
 
     model, cfg, state = load_run(Path(run_dir), "cpu")
     data = load_dataset(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
     idx = np.random.default_rng(seed).choice(len(data.x_test), 2 * batch, replace=False)
-    x = torch.from_numpy(np.ascontiguousarray(data.x_test[idx].transpose(0, 3, 1, 2)))
-    x = normalize(to_float(x), state["mean"], state["std"]).double()
+    x = normalize(to_nchw(data.x_test[idx]), state["mean"], state["std"]).double()
     y = torch.from_numpy(data.y_test[idx].astype(np.int64))
     model = model.double().eval()
     return {"model": cfg.model, "state": f"{run_dir} at iteration {state['iteration']}",

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from .config import Config
 from .errors import Interrupted, UserError
 
 
@@ -56,7 +57,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = build_config(args.preset, args.config, args.overrides)
         run_dir = Path(args.out) if args.out else _default_out(cfg, args.preset)
-    from .config import Config
     res = train(cfg or Config(), run_dir, resume=bool(args.resume), force=args.force, quiet=args.quiet)
     print(f"{res['algorithm']} on {res['dataset']} ({res['num_labels']} labels, {res['model']}): "
           f"test error {res['test_error']:.2f}% (median of last 5 evals {res['test_error_median_last5']:.2f}%), "
@@ -86,8 +86,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_algorithms(args: argparse.Namespace) -> int:
     from .algorithms import ALGORITHMS
 
-    for name, factory in sorted(ALGORITHMS.items()):
-        doc = (factory.__doc__ or sys.modules[factory.__module__].__doc__ or "").strip().splitlines()
+    for name, cls in sorted(ALGORITHMS.items()):
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         print(f"{name:18s} {doc[0] if doc else ''}")
     return 0
 
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", help="backbone name (default: every registered backbone)")
     c.add_argument("--run", metavar="RUN_DIR", help="check a trained run's model on its own test images instead")
     c.add_argument("--batch", type=int, default=8)
-    c.add_argument("--eps-scale", type=float, default=0.01)
+    c.add_argument("--eps-scale", type=float, default=Config.eps_scale, help="fd step (default: the config's eps_scale)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check)
 

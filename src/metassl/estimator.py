@@ -39,6 +39,7 @@ import torch
 from .config import Config
 from .data import ImageData
 from .errors import UserError
+from .torch_utils import to_nchw
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin
@@ -196,7 +197,7 @@ class MetaSSLClassifier(*_BASES):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (N, len(classes_)), columns in the order of classes_."""
-        from .train import predict_logits
+        from .evaluate import predict_logits
 
         if check_is_fitted is not None:
             check_is_fitted(self)
@@ -204,8 +205,7 @@ class MetaSSLClassifier(*_BASES):
             raise AttributeError(f"this {type(self).__name__} is not fitted yet; call fit first")
         X = self._validate(X, reset=False)
         dev = next(self.model_.parameters()).device
-        x = torch.from_numpy(np.ascontiguousarray(self._to_nhwc(X).transpose(0, 3, 1, 2))).to(dev)   # (N, C, H, W)
-        logits = predict_logits(self.model_, x, self.mean_.to(dev), self.std_.to(dev), 1024)
+        logits = predict_logits(self.model_, to_nchw(self._to_nhwc(X), dev), self.mean_.to(dev), self.std_.to(dev), 1024)
         return torch.softmax(logits.double(), dim=1).cpu().numpy()
 
     def predict(self, X) -> np.ndarray:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .data import load_dataset
 from .errors import UserError
 from .plot import _pyplot
+from .torch_utils import to_nchw
 
 
 def _tsne():
@@ -35,20 +35,9 @@ def subsample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(picks))[:n]
 
 
-@torch.no_grad()
-def penultimate(model: torch.nn.Module, x_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                batch_size: int) -> np.ndarray:
-    """model.features of uint8 (N, C, H, W) images in eval mode, normalised as in training -> (N, F) floats."""
-    from .data.augment import normalize
-
-    model.eval()
-    return torch.cat([model.features(normalize(x_u8[i:i + batch_size], mean, std)).float().cpu()
-                      for i in range(0, len(x_u8), batch_size)]).numpy()
-
-
 def plot_features(run_dir: str | Path, out: str | Path | None = None, n: int = 2000, device: str = "auto") -> Path:
     """Write the t-SNE scatter of run_dir's test features to `out` (default run_dir/features_tsne.png)."""
-    from .evaluate import load_run
+    from .evaluate import load_run, penultimate
 
     run_dir = Path(run_dir)
     if n < 10:
@@ -62,8 +51,8 @@ def plot_features(run_dir: str | Path, out: str | Path | None = None, n: int = 2
                         f"classes) do not match the run (channels, size = {shape}, {len(state['classes'])} classes)")
     idx = subsample(data.y_test, n)
     dev = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(data.x_test[idx].transpose(0, 3, 1, 2))).to(dev)
-    feats = penultimate(model, x, state["mean"].to(dev), state["std"].to(dev), cfg.eval_batch_size)   # (n, F)
+    feats = penultimate(model, to_nchw(data.x_test[idx], dev), state["mean"].to(dev), state["std"].to(dev),
+                        cfg.eval_batch_size).cpu().numpy()                                            # (n, F)
     emb = TSNE(n_components=2, perplexity=min(30.0, (len(idx) - 1) / 3), init="pca",
                random_state=0).fit_transform(feats)                                                 # (n, 2)
 

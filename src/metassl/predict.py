@@ -20,6 +20,7 @@ import torch
 
 from .data import formats
 from .errors import UserError
+from .torch_utils import to_nchw
 
 
 def read_input(path: Path, channels: int, size: int) -> tuple[list[str], np.ndarray]:
@@ -56,15 +57,13 @@ def read_input(path: Path, channels: int, size: int) -> tuple[list[str], np.ndar
 def predict(run_dir: str | Path, input_path: str | Path,
             device: str = "auto") -> tuple[list[str], np.ndarray, list[str]]:
     """(names, probabilities (N, K) float64, class names) for the images at input_path."""
-    from .evaluate import load_run
-    from .train import predict_logits
+    from .evaluate import load_run, predict_logits
 
     model, cfg, state = load_run(Path(run_dir), device)
     channels, size = (int(v) for v in state["shape"])
     names, x = read_input(Path(input_path), channels, size)
     dev = next(model.parameters()).device
-    x_u8 = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dev)          # (N, C, H, W)
-    logits = predict_logits(model, x_u8, state["mean"].to(dev), state["std"].to(dev), cfg.eval_batch_size)
+    logits = predict_logits(model, to_nchw(x, dev), state["mean"].to(dev), state["std"].to(dev), cfg.eval_batch_size)
     return names, torch.softmax(logits.double(), dim=1).cpu().numpy(), list(state["classes"])
 
 

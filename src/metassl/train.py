@@ -5,6 +5,10 @@ Algorithms only define their step (algorithms/base.py); data sources hand over b
     torchrun --nproc-per-node 2 -m metassl train --preset fmnist-1000 device=cpu --out runs/ddp
     python -c "from metassl.train import train; from metassl.config import build_config; \
                train(build_config('fmnist-1000', overrides=['iterations=100']), 'runs/demo')"
+
+`train` reads top to bottom: `setup` (config, data, model, optimiser, run directory), `restore`, then per
+iteration `train_step` (forward, losses, backward, all-reduce, SGD, EMA), the NaN guard, logging,
+`evaluate`, `save`; `finish` writes results.json.
 """
 from __future__ import annotations
 
@@ -16,39 +20,30 @@ import platform
 import signal
 import statistics
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from . import checkpoint, distributed
-from .algorithms import Algorithm, StepContext, build_algorithm
-from .algorithms.meta_gradient import eval_mode
+from .algorithms import Algorithm, StepContext, StepOutput, build_algorithm
+from .batch import Batch
 from .config import Config, load_saved, parse_steps, to_dict
 from .data import ImageData, labeled_split, load_dataset
-from .data.augment import normalize, to_float
-from .data.resident import DeviceData, prepare_data
+from .data.resident import prepare_data
 from .errors import Interrupted, UserError
+from .evaluate import error_counts
 from .files import atomic_write_text
 from .log import Logger, pseudo_label_quality
-from .models import build_model
-from .safety import DivergenceWatch, check_run_dir, current_stop, nonfinite_weights, open_run_dir, stoppable
+from .models import build_model, check_model_name
+from .safety import (DivergenceWatch, StopSignals, check_run_dir, current_stop, nonfinite_weights, open_run_dir,
+                     stoppable)
+from .torch_utils import ema_update, resolve_device
 
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' picks CUDA when present (cuda:LOCAL_RANK under torchrun); CUDA without CUDA is a one-line error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+__all__ = ["train", "train_step", "lr_at", "beta_at", "consistency_weight_at", "resolve_device"]
 
 
 # --- schedules: pure functions of the iteration (0-based) -----------------------------------------------
@@ -80,27 +75,21 @@ def consistency_weight_at(it: int, cfg: Config) -> float:
     return cfg.consistency_weight * min(1.0, it / cfg.consistency_rampup)
 
 
-# --- evaluation and EMA ----------------------------------------------------------------------------------
-@torch.no_grad()
-def predict_logits(model: nn.Module, x_u8: Tensor, mean: Tensor, std: Tensor, batch_size: int) -> Tensor:
-    """Eval-mode logits (N, K) for uint8 images (float inputs are used as is), in chunks."""
-    with eval_mode(model):
-        return torch.cat([model(normalize(x_u8[i:i + batch_size], mean, std)).float()
-                          for i in range(0, len(x_u8), batch_size)])
-
-
-def error_percent(model: nn.Module, x_u8: Tensor, y: Tensor, mean: Tensor, std: Tensor, batch_size: int) -> float:
-    """Top-1 error in percent."""
-    pred = predict_logits(model, x_u8, mean, std, batch_size).argmax(1)
-    return 100.0 * (pred != y).float().mean().item()
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema = decay * ema + (1 - decay) * model for parameters; buffers (BN statistics) are copied."""
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+# --- data, RNG state -------------------------------------------------------------------------------------
+def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: torch.device) -> Any:
+    """The data source: resident on the device (default) or streamed from an image folder (stream=true)."""
+    num_labels = -1 if algo.all_labels else cfg.num_labels
+    if cfg.stream:
+        from .data.streaming import StreamingData
+        if cfg.dataset != "folder" or not cfg.data_dir:
+            raise UserError("stream=true reads image folders: set dataset=folder data_dir=PATH (train/ and val/ inside)")
+        return StreamingData(cfg.data_dir, cfg.image_size or 224, num_labels, cfg.split_seed, cfg.labels_file,
+                             cfg.include_labeled_in_unlabeled, device, cfg.workers, cfg.channels_last)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
+    split = labeled_split(data.y_train, num_labels, data.num_classes, cfg.split_seed, cfg.num_val,
+                          cfg.include_labeled_in_unlabeled)
+    return prepare_data(data, split, device, cfg.flip, cfg.translate, cfg.channels_last, cfg.pad_mode)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -116,37 +105,67 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: torch.device) -> Any:
-    """The data source: resident on the device (default) or streamed from an image folder (stream=true)."""
-    num_labels = -1 if getattr(algo, "all_labels", False) else cfg.num_labels
-    if cfg.stream:
-        from .data.streaming import StreamingData
-        if cfg.dataset != "folder" or not cfg.data_dir:
-            raise UserError("stream=true reads image folders: set dataset=folder data_dir=PATH (train/ and val/ inside)")
-        return StreamingData(cfg.data_dir, cfg.image_size or 224, num_labels, cfg.split_seed, cfg.labels_file,
-                             cfg.include_labeled_in_unlabeled, device, cfg.workers, cfg.channels_last)
-    if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
-    split = labeled_split(data.y_train, num_labels, data.num_classes, cfg.split_seed, cfg.num_val,
-                          cfg.include_labeled_in_unlabeled)
-    return prepare_data(data, split, device, cfg.flip, cfg.translate, cfg.channels_last, cfg.pad_mode)
+# --- one step --------------------------------------------------------------------------------------------
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, algo: Algorithm, batch: Batch, ctx: StepContext, *,
+               autocast: AbstractContextManager = nullcontext(), d: distributed.Dist = distributed.Dist(),
+               sync_bn: bool = False, ema: nn.Module | None = None, ema_decay: float = 0.0) -> StepOutput:
+    """One optimiser step at learning rate ctx.lr: the algorithm's forward and losses, backward, the gradient
+    all-reduce (torchrun), SGD, one set of BN statistics, the algorithm's own update, the trainer's EMA."""
+    for group in opt.param_groups:
+        group["lr"] = ctx.lr
+    model.train()
+    with autocast:
+        out = algo.step(model, batch, ctx)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    distributed.average_gradients(model, d)          # the gradient of the global-batch loss
+    opt.step()
+    if d.world > 1 and not sync_bn:
+        distributed.broadcast_buffers(model, d)        # one set of BN statistics, as DDP keeps
+    algo.after_update(model)                           # e.g. a Mean Teacher's teacher
+    if ema is not None:
+        ema_update(ema, model, ema_decay)
+    return out
 
 
-def error_on(model: nn.Module, dd: Any, split: str, cfg: Config, d: distributed.Dist) -> float:
-    """Top-1 error (%) on 'test' or 'val', each rank a shard, counts summed over ranks."""
-    counts = distributed.sum_all(dd.error_counts(model, split, cfg.eval_batch_size, d.rank, d.world), d)
-    return 100.0 * (counts[0] / counts[1].clamp_min(1)).item()
+# --- the run's state and its parts -----------------------------------------------------------------------
+@dataclass
+class Run:
+    """What a training run holds between iterations: built by `setup`, restored by `restore`."""
+
+    cfg: Config
+    run_dir: Path
+    d: distributed.Dist
+    device: torch.device
+    algo: Algorithm
+    dd: Any                          # DeviceData or StreamingData
+    model: nn.Module
+    ema: nn.Module | None
+    opt: torch.optim.Optimizer
+    logger: Logger
+    stop: StopSignals
+    start: int = 0                   # first iteration of this session
+    history: list[dict[str, Any]] = field(default_factory=list)   # every evaluation record so far
+    elapsed: float = 0.0             # wall seconds of earlier sessions
+    train_time: float = 0.0          # training seconds so far (evaluation excluded), all sessions
+    last_saved: int | None = None    # iteration of the newest checkpoint on disk
+    watch: DivergenceWatch = field(default_factory=DivergenceWatch)
+    t0: float = field(default_factory=time.perf_counter)           # start of this session
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema if self.ema is not None else self.model
+
+    @property
+    def images_per_iteration(self) -> int:
+        """Labeled + unlabeled images one iteration consumes (global over processes)."""
+        return self.cfg.batch_size + (self.cfg.unlabeled_batch_size if self.algo.uses_unlabeled else 0)
 
 
-@stoppable
-def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, data: ImageData | None = None,
-          resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Train `cfg` into `run_dir` (or resume it) and return the results dict written to results.json.
-
-    `model` may be any nn.Module mapping (N, C, H, W) floats to (N, K) logits; `data` any ImageData.
-    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes.
-    """
-    run_dir = Path(run_dir)
+def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData | None, resume: bool, force: bool,
+          quiet: bool) -> Run:
+    """Config, process group, device, algorithm, data, model, EMA and optimiser; the run directory opened
+    (config.json, split.json) once all of them are valid."""
     stop = current_stop()
     if resume:
         check_run_dir(run_dir, resume, force)
@@ -160,7 +179,9 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, d.local_rank)
-    algo: Algorithm = build_algorithm(cfg)
+    algo = build_algorithm(cfg)
+    if model is None:
+        check_model_name(cfg.model)            # before the data set is loaded
     dd = build_data(cfg, algo, data, device)
 
     torch.manual_seed(cfg.seed)
@@ -187,136 +208,176 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
         open_run_dir(run_dir, resume, force)
         atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
         atomic_write_text(run_dir / "split.json", json.dumps(dd.split.to_dict()))
-
-    start, history, elapsed, train_time = 0, [], 0.0, 0.0
     logger = Logger(run_dir, cfg.iterations, quiet, enabled=d.main)
-    if resume and checkpoint.exists(run_dir):  # a run killed before its first checkpoint starts over
-        state = checkpoint.load(run_dir)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        algo.load_state_dict(state["algorithm"])
+    return Run(cfg, run_dir, d, device, algo, dd, model, ema, opt, logger, stop)
+
+
+def restore(run: Run) -> None:
+    """Continue from the run directory's checkpoint: weights, optimiser, EMA, algorithm state, every
+    rank's RNG, history and clocks; metrics.jsonl cut back to it. A run killed before its first
+    checkpoint starts over."""
+    if checkpoint.exists(run.run_dir):
+        state = checkpoint.load(run.run_dir)
+        run.model.load_state_dict(state["model"])
+        run.opt.load_state_dict(state["optimizer"])
+        if run.ema is not None:
+            run.ema.load_state_dict(state["ema"])
+        run.algo.load_state_dict(state["algorithm"])
         rngs = state["rng"]
-        if len(rngs) != d.world:
-            raise UserError(f"{run_dir} was checkpointed by {len(rngs)} process(es); resume it with the same number "
-                            f"(now {d.world}) for an exact continuation")
-        _set_rng_state(rngs[d.rank])
-        start, history = int(state["iteration"]), list(state["history"])
-        elapsed, train_time = float(state["elapsed"]), float(state["train_time"])
-    if resume:
-        logger.truncate_after(start)
+        if len(rngs) != run.d.world:
+            raise UserError(f"{run.run_dir} was checkpointed by {len(rngs)} process(es); resume it with the same "
+                            f"number (now {run.d.world}) for an exact continuation")
+        _set_rng_state(rngs[run.d.rank])
+        run.start, run.history = int(state["iteration"]), list(state["history"])
+        run.elapsed, run.train_time = float(state["elapsed"]), float(state["train_time"])
+        run.last_saved = run.start or None
+    run.logger.truncate_after(run.start)
 
-    amp = cfg.amp and device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
-    images_per_it = cfg.batch_size + (cfg.unlabeled_batch_size if algo.uses_unlabeled else 0)
-    eval_model = ema if ema is not None else model
-    reduce = (lambda g: distributed.average_dict(g, d)) if d.world > 1 and cfg.meta_scope == "global" else None
-    t0, t_seg, it_seg = time.perf_counter(), time.perf_counter(), start
-    latest_err = history[-1]["test_error"] if history else None
-    watch, last_saved = DivergenceWatch(), (start if resume and start else None)
 
-    def guard(n: int) -> None:
-        """NaN/Inf in a loss, the pseudo-labels or the weights: stop before iteration n is logged, evaluated or
-        saved, so the newest checkpoint on disk stays the last good one."""
-        found = watch.check()
-        if found is None:
-            bad = nonfinite_weights(model, ema)
-            if not bad:
-                return
-            found = (n, [f"the model weights ({bad[0]}{', ...' if len(bad) > 1 else ''})"])
-        first, terms = found
-        kept = (f"the last good checkpoint (iteration {last_saved}) is kept in {run_dir}" if last_saved is not None
-                else f"no checkpoint was written to {run_dir}")
-        raise UserError(f"training diverged {'by' if terms[0].startswith('the model') else 'at'} iteration {first}: "
-                        f"{', '.join(terms)} {'is' if len(terms) == 1 else 'are'} NaN/Inf; stopped at iteration {n} "
-                        f"and {kept}; try a smaller lr or beta")
-
-    def save(it: int) -> None:
-        nonlocal last_saved
-        last_saved = it
-        rngs = distributed.gather_objects(_rng_state(), d)     # every rank's RNG, for an exact resume
-        if not d.main:
+def check_finite(run: Run, n: int) -> None:
+    """NaN/Inf in a loss, the pseudo-labels or the weights: stop before iteration n is logged, evaluated or
+    saved, so the newest checkpoint on disk stays the last good one."""
+    found = run.watch.check()
+    if found is None:
+        bad = nonfinite_weights(run.model, run.ema)
+        if not bad:
             return
-        checkpoint.save({"iteration": it, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "ema": ema.state_dict() if ema is not None else {}, "algorithm": algo.state_dict(),
-                         "rng": rngs, "history": history, "config": to_dict(cfg),
-                         "classes": dd.classes, "shape": list(dd.shape), "mean": dd.mean.cpu(), "std": dd.std.cpu(),
-                         "elapsed": elapsed + time.perf_counter() - t0, "train_time": train_time}, run_dir)
+        found = (n, [f"the model weights ({bad[0]}{', ...' if len(bad) > 1 else ''})"])
+    first, terms = found
+    kept = (f"the last good checkpoint (iteration {run.last_saved}) is kept in {run.run_dir}"
+            if run.last_saved is not None else f"no checkpoint was written to {run.run_dir}")
+    raise UserError(f"training diverged {'by' if terms[0].startswith('the model') else 'at'} iteration {first}: "
+                    f"{', '.join(terms)} {'is' if len(terms) == 1 else 'are'} NaN/Inf; stopped at iteration {n} "
+                    f"and {kept}; try a smaller lr or beta")
 
-    batches = dd.batches(start, cfg.iterations, algo.views if algo.uses_unlabeled else (), cfg.batch_size,
-                         cfg.unlabeled_batch_size, cfg.seed, d.rank, d.world)
-    for it in range(start, cfg.iterations):
-        t_step = time.perf_counter()
-        lr = lr_at(it, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        ctx = StepContext(it, lr, beta_at(it, cfg), consistency_weight_at(it, cfg), len(dd.classes), reduce)
-        batch = next(batches)
-        model.train()
-        with autocast:
-            loss, metrics = algo.step(model, batch, ctx)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        distributed.average_gradients(model, d)          # the gradient of the global-batch loss
-        opt.step()
-        if d.world > 1 and not cfg.sync_bn:
-            distributed.broadcast_buffers(model, d)        # one set of BN statistics, as DDP keeps
-        algo.after_update(model)
-        if ema is not None:
-            ema_update(ema, model, cfg.ema)
-        n = it + 1
-        pseudo = getattr(algo, "last_pseudo_labels", None)
-        watch.update(n, {"loss": loss.detach(), **metrics,
-                         **({"pseudo_labels_plain": pseudo[0], "pseudo_labels": pseudo[1]} if pseudo else {})})
-        if device.type == "cuda" and (n % cfg.log_every == 0 or n % cfg.eval_every == 0):
-            torch.cuda.synchronize()
-        train_time += time.perf_counter() - t_step
 
-        if n == cfg.iterations or not (n % cfg.log_every and n % cfg.eval_every):
-            guard(n)                           # NaN/Inf: stop before this iteration is logged or evaluated
-        if n % cfg.log_every == 0 or n == cfg.iterations:
-            if pseudo is not None and batch.y_ulb is not None and bool((batch.y_ulb >= 0).any()):
-                metrics = {**metrics, **pseudo_label_quality(*pseudo, batch.y_ulb)}
-            values = {k: v.item() for k, v in metrics.items()}   # host syncs only on logging steps
-            logger.write({"iteration": n, "kind": "train", "lr": lr, "beta": ctx.beta,
-                          "consistency_weight": ctx.consistency_weight, **values})
-            rate = (n - it_seg) / max(1e-9, time.perf_counter() - t_seg)
-            logger.progress(n, rate, values, latest_err)
-        if n % cfg.eval_every == 0 or n == cfg.iterations:
-            record = {"iteration": n, "kind": "eval", "test_error": error_on(eval_model, dd, "test", cfg, d)}
-            if len(dd.val):
-                record["val_error"] = error_on(eval_model, dd, "val", cfg, d)
-            history.append(record)
-            latest_err = record["test_error"]
-            logger.write(record)
-        stopping = stop.signum is not None
-        if d.world > 1:   # every process must stop at the same iteration: agree on logging steps only (one sync)
-            stopping = n % cfg.log_every == 0 and bool(distributed.sum_all(torch.tensor(float(stopping), device=device), d) > 0)
-        if n % cfg.checkpoint_every == 0 or n == cfg.iterations or stopping:
-            guard(n)                           # never write a NaN checkpoint over the last good one
-            save(n)
-        if stopping and n < cfg.iterations:
-            logger.close()
-            raise Interrupted(f"stopped by {signal.Signals(stop.signum or signal.SIGTERM).name} after iteration {n}/{cfg.iterations}; "
-                              f"checkpoint saved; continue with: metassl train --resume {run_dir}", 128 + (stop.signum or signal.SIGTERM))
-    logger.close()
+def log_train(run: Run, n: int, ctx: StepContext, out: StepOutput, batch: Batch) -> None:
+    """One `train` record (the step's metrics, pseudo-label quality where true labels are known) and the
+    progress line; the only host syncs of the loop."""
+    metrics = out.metrics
+    if out.pseudo_labels is not None and batch.y_ulb is not None and bool((batch.y_ulb >= 0).any()):
+        metrics = {**metrics, **pseudo_label_quality(*out.pseudo_labels, batch.y_ulb)}
+    values = {k: v.item() for k, v in metrics.items()}
+    run.logger.write({"iteration": n, "kind": "train", "lr": ctx.lr, "beta": ctx.beta,
+                      "consistency_weight": ctx.consistency_weight, **values})
+    rate = (n - run.start) / max(1e-9, time.perf_counter() - run.t0)
+    run.logger.progress(n, rate, values, run.history[-1]["test_error"] if run.history else None)
 
+
+def error_on(run: Run, split: str) -> float:
+    """Top-1 error (%) of the evaluated weights on 'test' or 'val', each rank a shard, counts summed over ranks."""
+    batches = run.dd.eval_batches(split, run.cfg.eval_batch_size, run.d.rank, run.d.world)
+    counts = distributed.sum_all(error_counts(run.eval_model, batches, run.device), run.d)
+    return 100.0 * (counts[0] / counts[1].clamp_min(1)).item()
+
+
+def evaluate(run: Run, n: int) -> None:
+    """An `eval` record after iteration n: test (and validation) error, training seconds so far (evaluation
+    excluded, all sessions) and images consumed so far; appended to the history and metrics.jsonl."""
+    record: dict[str, Any] = {"iteration": n, "kind": "eval", "test_error": error_on(run, "test")}
+    if len(run.dd.val):
+        record["val_error"] = error_on(run, "val")
+    record["train_seconds"] = round(run.train_time, 3)
+    record["images_seen"] = n * run.images_per_iteration
+    run.history.append(record)
+    run.logger.write(record)
+
+
+def save(run: Run, n: int) -> None:
+    """The `last` checkpoint after iteration n (every rank's RNG gathered; rank 0 writes)."""
+    run.last_saved = n
+    rngs = distributed.gather_objects(_rng_state(), run.d)     # every rank's RNG, for an exact resume
+    if not run.d.main:
+        return
+    dd = run.dd
+    checkpoint.save({"iteration": n, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+                     "ema": run.ema.state_dict() if run.ema is not None else {}, "algorithm": run.algo.state_dict(),
+                     "rng": rngs, "history": run.history, "config": to_dict(run.cfg),
+                     "classes": dd.classes, "shape": list(dd.shape), "mean": dd.mean.cpu(), "std": dd.std.cpu(),
+                     "elapsed": run.elapsed + time.perf_counter() - run.t0, "train_time": run.train_time}, run.run_dir)
+
+
+def stop_requested(run: Run, n: int) -> bool:
+    """SIGINT/SIGTERM seen; under torchrun every process must stop at the same iteration, so they agree
+    on logging steps only (one sync)."""
+    stopping = run.stop.signum is not None
+    if run.d.world > 1:
+        flag = torch.tensor(float(stopping), device=run.device)
+        stopping = n % run.cfg.log_every == 0 and bool(distributed.sum_all(flag, run.d) > 0)
+    return stopping
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """The results dict, written to results.json by rank 0."""
+    cfg, device, history = run.cfg, run.device, run.history
     errors = [h["test_error"] for h in history]
     results = {
         "test_error": errors[-1],
         "test_error_median_last5": statistics.median(errors[-5:]),
         "val_error": history[-1].get("val_error"),
         "iterations": cfg.iterations,
-        "wall_seconds": round(elapsed + time.perf_counter() - t0, 2),
-        "train_seconds": round(train_time, 2),
-        "images_per_second": round(images_per_it * cfg.iterations / max(train_time, 1e-9), 1),
-        "evaluated": "ema" if ema is not None else "raw",
-        "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(dd.labeled),
-        "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": d.world,
+        "wall_seconds": round(run.elapsed + time.perf_counter() - run.t0, 2),
+        "train_seconds": round(run.train_time, 2),
+        "images_per_second": round(run.images_per_iteration * cfg.iterations / max(run.train_time, 1e-9), 1),
+        "evaluated": "ema" if run.ema is not None else "raw",
+        "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(run.dd.labeled),
+        "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": run.d.world,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"
                    + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
     }
-    if d.main:
-        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
+    if run.d.main:
+        atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=1))
     return results
+
+
+# --- the loop --------------------------------------------------------------------------------------------
+@stoppable
+def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, data: ImageData | None = None,
+          resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (or resume it) and return the results dict written to results.json.
+
+    `model` may be any nn.Module mapping (N, C, H, W) floats to (N, K) logits; `data` any ImageData.
+    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes.
+    """
+    run = setup(cfg, Path(run_dir), model, data, resume, force, quiet)
+    if resume:
+        restore(run)
+    cfg, d = run.cfg, run.d
+    amp = cfg.amp and run.device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+    reduce = (lambda g: distributed.average_dict(g, d)) if d.world > 1 and cfg.meta_scope == "global" else None
+    batches = run.dd.batches(run.start, cfg.iterations, run.algo.views if run.algo.uses_unlabeled else (),
+                             cfg.batch_size, cfg.unlabeled_batch_size, cfg.seed, d.rank, d.world)
+    for it in range(run.start, cfg.iterations):
+        t_step = time.perf_counter()
+        ctx = StepContext(it, lr_at(it, cfg), beta_at(it, cfg), consistency_weight_at(it, cfg), len(run.dd.classes),
+                          reduce)
+        batch = next(batches)
+        out = train_step(run.model, run.opt, run.algo, batch, ctx, autocast=autocast, d=d, sync_bn=cfg.sync_bn,
+                         ema=run.ema, ema_decay=cfg.ema)
+        n = it + 1
+        pseudo = out.pseudo_labels
+        run.watch.update(n, {"loss": out.loss.detach(), **out.metrics,
+                             **({"pseudo_labels_plain": pseudo[0], "pseudo_labels": pseudo[1]} if pseudo else {})})
+        if run.device.type == "cuda" and (n % cfg.log_every == 0 or n % cfg.eval_every == 0):
+            torch.cuda.synchronize()
+        run.train_time += time.perf_counter() - t_step
+
+        last = n == cfg.iterations
+        if last or not (n % cfg.log_every and n % cfg.eval_every):
+            check_finite(run, n)               # NaN/Inf: stop before this iteration is logged or evaluated
+        if n % cfg.log_every == 0 or last:
+            log_train(run, n, ctx, out, batch)
+        if n % cfg.eval_every == 0 or last:
+            evaluate(run, n)
+        stopping = stop_requested(run, n)
+        if n % cfg.checkpoint_every == 0 or last or stopping:
+            check_finite(run, n)               # never write a NaN checkpoint over the last good one
+            save(run, n)
+        if stopping and not last:
+            run.logger.close()
+            signum = run.stop.signum or signal.SIGTERM
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} after iteration {n}/{cfg.iterations}; "
+                              f"checkpoint saved; continue with: metassl train --resume {run.run_dir}", 128 + signum)
+    run.logger.close()
+    return finish(run)

@@ -1,9 +1,12 @@
-"""Algorithms: each module defines one training step; importing registers it by name."""
-from .base import ALGORITHMS, Algorithm, Batch, StepContext, build_algorithm, register
-from . import metamixup, supervised  # noqa: F401  (registration)
-from . import (fixmatch, fully_supervised, meanteacher, metafixmatch, mixmatch,  # noqa: F401  (registration)
-               pimodel, pseudolabel, vat)
-from .meta_gradient import correct_pseudo_labels, meta_gradient
+"""Algorithms: each module defines one training step; importing registers it by name.
 
-__all__ = ["ALGORITHMS", "Algorithm", "Batch", "StepContext", "build_algorithm", "register",
-           "meta_gradient", "correct_pseudo_labels"]
+`meta_gradient` is the module of the meta-gradient functions (`meta_gradient.meta_gradient`,
+`meta_gradient.correct_pseudo_labels`); nothing here shadows a module name.
+"""
+from ..batch import Batch
+from .base import ALGORITHMS, Algorithm, StepContext, StepOutput, build_algorithm, register
+from . import (fixmatch, fully_supervised, meanteacher, meta_gradient, metafixmatch, metamixup,  # noqa: F401
+               mixmatch, pimodel, pseudolabel, supervised, vat)                                  # (registration)
+
+__all__ = ["ALGORITHMS", "Algorithm", "Batch", "StepContext", "StepOutput", "build_algorithm", "register",
+           "meta_gradient"]

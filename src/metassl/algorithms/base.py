@@ -1,26 +1,24 @@
 """The training-step interface every algorithm implements; the trainer owns everything else.
 
-An algorithm turns one batch into `(loss, metrics)`. It never touches the optimiser, the schedule,
-the data pipeline, checkpoints or logging. Metrics are 0-dim tensors (no host sync in the step).
+An algorithm turns one batch into a `StepOutput` (the loss, its terms as metrics, and the pseudo-labels
+for diagnostics). It never touches the optimiser, the schedule, the data pipeline, checkpoints or
+logging. Metrics are 0-dim tensors (no host sync in the step).
+
+What the trainer needs to know before the first step is declared on the class, readable without
+building the algorithm: `views` (the unlabeled views a batch must carry), `uses_unlabeled`,
+`all_labels` (split with every training label) and `mixup` (pairs each labeled image with one
+unlabeled image, so both batches must be the same size).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 from torch import Tensor, nn
 
+from ..batch import Batch
 from ..config import Config
-
-
-@dataclass
-class Batch:
-    """One iteration's data, already augmented and normalised on the training device."""
-
-    x_lb: Tensor                     # (B_l, C, H, W) labeled images
-    y_lb: Tensor                     # (B_l,) int64 labels
-    x_ulb: list[Tensor]              # the unlabeled views the algorithm asked for, each (B_u, C, H, W)
-    y_ulb: Tensor | None = None      # (B_u,) true labels of the unlabeled images, diagnostics only: never in a loss
+from ..errors import UserError
 
 
 @dataclass
@@ -35,13 +33,29 @@ class StepContext:
     reduce_grad: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None  # local g_l -> global (torchrun)
 
 
+@dataclass
+class StepOutput:
+    """What one step hands the trainer."""
+
+    loss: Tensor                     # () the loss to back-propagate
+    metrics: dict[str, Tensor]       # name -> () detached terms, logged as they are
+    pseudo_labels: tuple[Tensor, Tensor] | None = None   # (plain, final) targets (B_u, C) each: diagnostics only
+
+
 class Algorithm:
-    """Base class: override `step`; `views` names the unlabeled views the step needs."""
+    """Base class: override `step` (and `from_config`); the class attributes below are its facts."""
 
     views: tuple[str, ...] = ("weak",)   # each entry: "weak" or "strong"; one tensor per entry in Batch.x_ulb
-    uses_unlabeled: bool = True
+    uses_unlabeled: bool = True          # False: the trainer draws no unlabeled batch
+    all_labels: bool = False             # True: the split keeps every training label (num_labels=-1)
+    mixup: bool = False                  # True: unlabeled_batch_size must equal batch_size
 
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+    @classmethod
+    def from_config(cls, cfg: Config) -> "Algorithm":
+        """Check this algorithm's hyperparameters (one-line UserError) and build it."""
+        return cls()
+
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         raise NotImplementedError
 
     def after_update(self, model: nn.Module) -> None:
@@ -54,18 +68,26 @@ class Algorithm:
         pass
 
 
-ALGORITHMS: dict[str, Callable[[Config], Algorithm]] = {}
+ALGORITHMS: dict[str, type[Algorithm]] = {}
+A = TypeVar("A", bound=type[Algorithm])
 
 
-def register(name: str) -> Callable:
-    """Decorator: register a factory `Config -> Algorithm` under `name`."""
+def register(name: str) -> Callable[[A], A]:
+    """Class decorator: register an Algorithm subclass under `name`."""
 
-    def wrap(factory: Callable[[Config], Algorithm]) -> Callable[[Config], Algorithm]:
-        ALGORITHMS[name] = factory
-        return factory
+    def wrap(cls: A) -> A:
+        ALGORITHMS[name] = cls
+        return cls
 
     return wrap
 
 
 def build_algorithm(cfg: Config) -> Algorithm:
-    return ALGORITHMS[cfg.algorithm](cfg)
+    """The algorithm `cfg.algorithm`, its hyperparameters checked; one-line UserError for a bad name or batch."""
+    if cfg.algorithm not in ALGORITHMS:
+        raise UserError(f"algorithm={cfg.algorithm!r} is unknown; choose one of: {', '.join(sorted(ALGORITHMS))}")
+    cls = ALGORITHMS[cfg.algorithm]
+    if cls.mixup and cfg.unlabeled_batch_size not in (0, cfg.batch_size):     # 0: the same as batch_size
+        raise UserError(f"algorithm={cfg.algorithm} mixes each labeled image with one unlabeled image, so "
+                        f"unlabeled_batch_size={cfg.unlabeled_batch_size} must equal batch_size={cfg.batch_size} (or be 0)")
+    return cls.from_config(cfg)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -62,11 +61,3 @@ def check(name: str, value, ok: bool, allowed: str) -> None:
     """One-line UserError for an out-of-range algorithm hyperparameter (checked when the algorithm is built)."""
     if not ok:
         raise UserError(f"{name}={value!r} is out of range; allowed: {allowed}")
-
-
-@torch.no_grad()
-def ema_(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """teacher = decay * teacher + (1 - decay) * student for parameters; buffers (BN statistics) copied."""
-    torch._foreach_lerp_(list(teacher.parameters()), list(student.parameters()), 1 - decay)
-    for b_t, b_s in zip(teacher.buffers(), student.buffers()):
-        b_t.copy_(b_s)

@@ -9,52 +9,46 @@ Labeled, weak and strong images go through one forward pass in train mode (the a
 them so BN sees one batch); q comes from that pass, detached. Defaults tau = 0.95, lambda_u = 1
 (the paper; it has no ramp, here lambda_u follows the shared ramp w(t)). The paper draws mu = 7
 unlabeled images per labeled one; `unlabeled_batch_size` sets that ratio (the bench uses 1:1).
-`pseudo_labels` is the one place metafixmatch.py changes.
+metafixmatch.py is this step with a meta-corrected q (`diff fixmatch.py metafixmatch.py` shows the change).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
+from ..batch import Batch
 from ..config import Config
-from .base import Algorithm, Batch, StepContext, register
+from .base import Algorithm, StepContext, StepOutput, register
 from .common import check, hard_pseudo_labels, masked_ce
 
 
+@register("fixmatch")
 class FixMatch(Algorithm):
     views = ("weak", "strong")
 
     def __init__(self, fixmatch_threshold: float = 0.95, fixmatch_weight: float = 1.0) -> None:
         self.fixmatch_threshold, self.fixmatch_weight = fixmatch_threshold, fixmatch_weight
 
-    def pseudo_labels(self, model: nn.Module, batch: Batch, ctx: StepContext,
-                      logits_x_ulb_w: Tensor) -> tuple[Tensor, Tensor]:
-        """(q, q): the weak-view distribution (B_u, C), detached; it is also the target distribution."""
-        q = F.softmax(logits_x_ulb_w.detach().float(), dim=1)
-        return q, q
+    @classmethod
+    def from_config(cls, cfg: Config) -> FixMatch:
+        check_fixmatch(cfg)
+        return cls(cfg.fixmatch_threshold, cfg.fixmatch_weight)
 
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
         b, u = len(x_lb), len(x_ulb_w)
         logits = model(torch.cat([x_lb, x_ulb_w, x_ulb_s])).float()      # (B_l + 2 B_u, C)
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = logits[:b], logits[b:b + u], logits[b + u:]
-        q, q_target = self.pseudo_labels(model, batch, ctx, logits_x_ulb_w)      # (B_u, C) each
-        y_pseudo, mask = hard_pseudo_labels(q_target, self.fixmatch_threshold)   # (B_u,), (B_u,)
+        q = F.softmax(logits_x_ulb_w.detach(), dim=1)                    # (B_u, C), no gradient
+        y_pseudo, mask = hard_pseudo_labels(q, self.fixmatch_threshold)  # (B_u,), (B_u,)
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
         loss_fm = masked_ce(logits_x_ulb_s, y_pseudo, mask)
         loss = loss_cls + ctx.consistency_weight * self.fixmatch_weight * loss_fm
-        self.last_pseudo_labels = (q, q_target)   # diagnostics only
-        return loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_fm": loss_fm.detach(),
-                      "mask": mask.mean()}
+        return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_fm": loss_fm.detach(),
+                                 "mask": mask.mean()}, (q, q))
 
 
 def check_fixmatch(cfg: Config) -> None:
     check("fixmatch_threshold", cfg.fixmatch_threshold, 0 <= cfg.fixmatch_threshold <= 1, "a number in [0, 1]")
     check("fixmatch_weight", cfg.fixmatch_weight, cfg.fixmatch_weight >= 0, "a number >= 0")
-
-
-@register("fixmatch")
-def _build(cfg: Config) -> FixMatch:
-    check_fixmatch(cfg)
-    return FixMatch(cfg.fixmatch_threshold, cfg.fixmatch_weight)

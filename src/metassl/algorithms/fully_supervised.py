@@ -5,15 +5,10 @@ num_labels=-1, so the labeled pool is the whole training set (minus any validati
 """
 from __future__ import annotations
 
-from ..config import Config
 from .base import register
 from .supervised import Supervised
 
 
+@register("fully-supervised")
 class FullySupervised(Supervised):
     all_labels = True   # read by the trainer: num_labels=-1 for the split
-
-
-@register("fully-supervised")
-def _build(cfg: Config) -> FullySupervised:
-    return FullySupervised()

@@ -19,10 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config
-from .base import Algorithm, Batch, StepContext, register
-from .common import check, ema_, frozen_bn_stats, softmax_mse
+from ..batch import Batch
+from .base import Algorithm, StepContext, StepOutput, register
+from ..torch_utils import ema_update
+from .common import check, frozen_bn_stats, softmax_mse
 
 
+@register("meanteacher")
 class MeanTeacher(Algorithm):
     views = ("weak", "weak")
 
@@ -32,6 +35,12 @@ class MeanTeacher(Algorithm):
         self.teacher: nn.Module | None = None
         self.iteration = 0
         self._pending: dict | None = None   # teacher weights from a checkpoint, loaded when the teacher exists
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> MeanTeacher:
+        check("meanteacher_weight", cfg.meanteacher_weight, cfg.meanteacher_weight >= 0, "a number >= 0")
+        check("meanteacher_ema", cfg.meanteacher_ema, 0 <= cfg.meanteacher_ema < 1, "a number in [0, 1)")
+        return cls(cfg.meanteacher_weight, cfg.meanteacher_ema, cfg.consistency_rampup)
 
     def _teacher(self, model: nn.Module) -> nn.Module:
         if self.teacher is None:
@@ -47,7 +56,7 @@ class MeanTeacher(Algorithm):
         with torch.no_grad(), frozen_bn_stats(teacher):
             return F.softmax(teacher(x).float(), dim=1)
 
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         self.iteration = ctx.iteration
         (x_ulb_1, x_ulb_2) = batch.x_ulb
         logits_x_lb = model(batch.x_lb).float()                          # (B_l, C)
@@ -56,14 +65,14 @@ class MeanTeacher(Algorithm):
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
         loss_cons = softmax_mse(logits_x_ulb_1, p_target)
         loss = loss_cls + ctx.consistency_weight * self.meanteacher_weight * loss_cons
-        self.last_pseudo_labels = (p_target, p_target)   # diagnostics only
-        return loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_cons": loss_cons.detach()}
+        return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_cons": loss_cons.detach()},
+                          (p_target, p_target))
 
     def decay(self) -> float:
         return min(0.99, self.meanteacher_ema) if self.iteration < self.rampup else self.meanteacher_ema
 
     def after_update(self, model: nn.Module) -> None:
-        ema_(self._teacher(model), model, self.decay())
+        ema_update(self._teacher(model), model, self.decay())
 
     def state_dict(self) -> dict:
         return {"teacher": self.teacher.state_dict()} if self.teacher is not None else {}
@@ -74,10 +83,3 @@ class MeanTeacher(Algorithm):
                 self._pending = state["teacher"]
             else:
                 self.teacher.load_state_dict(state["teacher"])
-
-
-@register("meanteacher")
-def _build(cfg: Config) -> MeanTeacher:
-    check("meanteacher_weight", cfg.meanteacher_weight, cfg.meanteacher_weight >= 0, "a number >= 0")
-    check("meanteacher_ema", cfg.meanteacher_ema, 0 <= cfg.meanteacher_ema < 1, "a number in [0, 1)")
-    return MeanTeacher(cfg.meanteacher_weight, cfg.meanteacher_ema, cfg.consistency_rampup)

@@ -30,31 +30,20 @@ parameters are passed functionally (torch.func.functional_call), never written i
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator, Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
 
+from ..torch_utils import eval_mode
+
 Method = Literal["fd", "jvp", "exact"]
 Phi = Literal["mse", "kl"]
 METHODS = ("fd", "jvp", "exact")
 PHIS = ("mse", "kl")
 PROJECTIONS = ("relu", "simplex")
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run a block with the model in eval mode, then restore each module's own training flag."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _params_buffers(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -97,7 +86,7 @@ def _phi_scale(phi: Phi) -> float:
     return 2.0 if phi == "mse" else 1.0
 
 
-def perturbed_logits(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], eps_scale: float = 0.01,
+def perturbed_logits(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], *, eps_scale: float,
                      batched: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Logits at theta + eps g_l and theta - eps g_l (Eq. 15), eps = eps_scale / ||g_l|| (a 0-dim tensor).
 
@@ -125,13 +114,13 @@ def fd_from_logits(logits_plus: Tensor, logits_minus: Tensor, eps: Tensor, phi: 
 
 
 def meta_gradient_fd(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], phi: Phi = "mse",
-                     eps_scale: float = 0.01, batched: bool = False) -> Tensor:
+                     *, eps_scale: float, batched: bool = False) -> Tensor:
     """The central finite-difference meta-gradient (Eq. 15/16). Returns (B_u, C)."""
-    return fd_from_logits(*perturbed_logits(model, x_ulb, g_l, eps_scale, batched), phi)
+    return fd_from_logits(*perturbed_logits(model, x_ulb, g_l, eps_scale=eps_scale, batched=batched), phi)
 
 
 def fd_pseudo_labels(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, *, phi: Phi = "mse",
-                     eps_scale: float = 0.01, batched: bool = False,
+                     eps_scale: float, batched: bool = False,
                      reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
     """(y~, grad_y) from two forwards instead of three: y~ = softmax of the mean of the perturbed logits.
 
@@ -143,7 +132,7 @@ def fd_pseudo_labels(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor
         g_l = labeled_gradient(model, x_lb, y_lb)
         if reduce is not None:
             g_l = reduce(g_l)
-        lp, lm, eps = perturbed_logits(model, x_ulb, g_l, eps_scale, batched)
+        lp, lm, eps = perturbed_logits(model, x_ulb, g_l, eps_scale=eps_scale, batched=batched)
     y_tilde = F.softmax(_hp((lp + lm) / 2), dim=1)
     return y_tilde, fd_from_logits(lp, lm, eps, phi)
 
@@ -161,7 +150,8 @@ def meta_gradient_jvp(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], p
 
 
 def unlabeled_loss(logits: Tensor, y: Tensor, phi: Phi) -> Tensor:
-    """Phi averaged over the batch (Eq. 3): MSE summed over classes, or KL(y || p)."""
+    """Phi averaged over the batch (Eq. 3), also metamixup's consistency loss: MSE summed over classes (the
+    authors', no 1/C), or KL(y || p). logits (B, C), y (B, C) distributions -> ()."""
     if phi == "mse":
         return ((F.softmax(logits, dim=1) - y) ** 2).sum(1).mean()
     return (torch.xlogy(y, y) - y * F.log_softmax(logits, dim=1)).sum(1).mean()
@@ -186,7 +176,7 @@ def meta_gradient_exact(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Ten
 
 
 def meta_gradient(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, y_tilde: Tensor, *,
-                  method: Method = "fd", phi: Phi = "mse", eps_scale: float = 0.01, alpha: float = 1.0,
+                  method: Method = "fd", phi: Phi = "mse", eps_scale: float | None = None, alpha: float = 1.0,
                   g_l: dict[str, Tensor] | None = None,
                   reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None) -> Tensor:
     """The meta-gradient of the labeled loss w.r.t. the pseudo-labels y~ (B_u, C), in the authors' scale.
@@ -206,7 +196,9 @@ def meta_gradient(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, y
             if reduce is not None:
                 g_l = reduce(g_l)
         if method == "fd":
-            return meta_gradient_fd(model, x_ulb, g_l, phi, eps_scale)
+            if eps_scale is None:
+                raise ValueError("method='fd' needs eps_scale (Config.eps_scale)")
+            return meta_gradient_fd(model, x_ulb, g_l, phi, eps_scale=eps_scale)
         if method == "jvp":
             return meta_gradient_jvp(model, x_ulb, g_l, phi)
     raise ValueError(f"unknown meta-gradient method {method!r}; allowed: {', '.join(METHODS)}")

@@ -19,38 +19,45 @@ Cost: one labeled forward + backward and two weak-view forwards on top of FixMat
 """
 from __future__ import annotations
 
-from torch import Tensor, nn
+import torch
+import torch.nn.functional as F
+from torch import nn
 
+from ..batch import Batch
 from ..config import Config
-from .base import Batch, StepContext, register
+from .base import StepContext, StepOutput, register
+from .common import hard_pseudo_labels, masked_ce
 from .fixmatch import FixMatch, check_fixmatch
 from .meta_gradient import correct_pseudo_labels, meta_gradient
 
 
+@register("metafixmatch")
 class MetaFixMatch(FixMatch):
-    def __init__(self, fixmatch_threshold: float = 0.95, fixmatch_weight: float = 1.0, *, meta_method: str = "fd",
-                 meta_phi: str = "mse", eps_scale: float = 0.01, projection: str = "relu") -> None:
+    def __init__(self, fixmatch_threshold: float = 0.95, fixmatch_weight: float = 1.0, *, eps_scale: float,
+                 meta_method: str = "fd", meta_phi: str = "mse", projection: str = "relu") -> None:
         super().__init__(fixmatch_threshold, fixmatch_weight)
         self.meta_method, self.meta_phi, self.eps_scale, self.projection = meta_method, meta_phi, eps_scale, projection
 
-    def pseudo_labels(self, model: nn.Module, batch: Batch, ctx: StepContext,
-                      logits_x_ulb_w: Tensor) -> tuple[Tensor, Tensor]:
-        """(y~, y^): FixMatch's weak-view distribution and its meta-corrected version, (B_u, C) each."""
-        y_tilde, _ = super().pseudo_labels(model, batch, ctx, logits_x_ulb_w)
-        grad_y = meta_gradient(model, batch.x_lb, batch.y_lb, batch.x_ulb[0], y_tilde, method=self.meta_method,
+    @classmethod
+    def from_config(cls, cfg: Config) -> MetaFixMatch:
+        check_fixmatch(cfg)
+        return cls(cfg.fixmatch_threshold, cfg.fixmatch_weight, eps_scale=cfg.eps_scale, meta_method=cfg.meta_method,
+                   meta_phi=cfg.meta_phi, projection=cfg.projection)
+
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
+        x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
+        b, u = len(x_lb), len(x_ulb_w)
+        logits = model(torch.cat([x_lb, x_ulb_w, x_ulb_s])).float()      # (B_l + 2 B_u, C)
+        logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = logits[:b], logits[b:b + u], logits[b + u:]
+        y_tilde = F.softmax(logits_x_ulb_w.detach(), dim=1)              # (B_u, C), FixMatch's q, no gradient
+        grad_y = meta_gradient(model, x_lb, batch.y_lb, x_ulb_w, y_tilde, method=self.meta_method,
                                phi=self.meta_phi, eps_scale=self.eps_scale, alpha=ctx.lr,
                                reduce=ctx.reduce_grad)  # (B_u, C), Eq. 13-16; global g_l under torchrun
-        return y_tilde, correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection)   # Eq. 6
-
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-        loss, metrics = super().step(model, batch, ctx)
-        y_tilde, y_hat = self.last_pseudo_labels
-        metrics["correction_l1"] = (y_hat - y_tilde).abs().sum(1).mean()
-        return loss, metrics
-
-
-@register("metafixmatch")
-def _build(cfg: Config) -> MetaFixMatch:
-    check_fixmatch(cfg)
-    return MetaFixMatch(cfg.fixmatch_threshold, cfg.fixmatch_weight, meta_method=cfg.meta_method,
-                        meta_phi=cfg.meta_phi, eps_scale=cfg.eps_scale, projection=cfg.projection)
+        y_hat = correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection)        # (B_u, C), Eq. 6
+        y_pseudo, mask = hard_pseudo_labels(y_hat, self.fixmatch_threshold)              # (B_u,), (B_u,)
+        loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
+        loss_fm = masked_ce(logits_x_ulb_s, y_pseudo, mask)
+        loss = loss_cls + ctx.consistency_weight * self.fixmatch_weight * loss_fm
+        return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_fm": loss_fm.detach(),
+                                 "mask": mask.mean(), "correction_l1": (y_hat - y_tilde).abs().sum(1).mean()},
+                          (y_tilde, y_hat))

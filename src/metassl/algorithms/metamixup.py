@@ -12,25 +12,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..batch import Batch
 from ..config import Config
-from .base import Algorithm, Batch, StepContext, register
-from .meta_gradient import correct_pseudo_labels, eval_mode, fd_pseudo_labels, meta_gradient
-
-
-def consistency_loss(logits: Tensor, target: Tensor, kind: str) -> Tensor:
-    """MSE summed over classes (the authors', no 1/C) or KL(target || p), averaged over the batch."""
-    if kind == "mse":
-        return ((F.softmax(logits, dim=1) - target) ** 2).sum(1).mean()
-    return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
+from ..torch_utils import eval_mode
+from .base import Algorithm, StepContext, StepOutput, register
+from .meta_gradient import correct_pseudo_labels, fd_pseudo_labels, meta_gradient, unlabeled_loss
 
 
 class MetaSSL(Algorithm):
-    def __init__(self, meta: bool, mixup: bool, *, meta_method: str = "fd", meta_phi: str = "mse",
-                 eps_scale: float = 0.01, projection: str = "relu", consistency: str = "mse",
+    """One class for the four rows; the registered subclasses below fix `meta` and `mixup`."""
+
+    meta: bool = True       # consistency (and mixup) targets are the meta-corrected y^, not y~
+    mixup: bool = True      # cross-domain mixup of each labeled image with one unlabeled image
+
+    def __init__(self, meta: bool, mixup: bool, *, eps_scale: float, meta_method: str = "fd", meta_phi: str = "mse",
+                 projection: str = "relu", consistency: str = "mse",
                  mixup_gamma: float = 1.0, fused: bool = True, batched: bool = False) -> None:
         self.meta, self.mixup, self.fused, self.batched = meta, mixup, fused, batched
         self.meta_method, self.meta_phi, self.eps_scale = meta_method, meta_phi, eps_scale
         self.projection, self.consistency, self.mixup_gamma = projection, consistency, mixup_gamma
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> MetaSSL:
+        return cls(cls.meta, cls.mixup, eps_scale=cfg.eps_scale, meta_method=cfg.meta_method, meta_phi=cfg.meta_phi,
+                   projection=cfg.projection, consistency=cfg.consistency, mixup_gamma=cfg.mixup_gamma,
+                   fused=cfg.meta_fused, batched=cfg.meta_batched)
 
     def pseudo_labels(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
         """(y~, y^): the plain predictions (Eq. 2) and, with `meta`, their correction (Eq. 6)."""
@@ -48,7 +54,7 @@ class MetaSSL(Algorithm):
                                    eps_scale=self.eps_scale, alpha=ctx.lr, reduce=ctx.reduce_grad)  # (B_u, C), Eq. 13-16
         return y_tilde, correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection)  # Eq. 6
 
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         x_lb, y_lb, x_ulb = batch.x_lb, batch.y_lb, batch.x_ulb[0]
         y_tilde, y_hat = self.pseudo_labels(model, batch, ctx)
         if self.mixup:                                                              # Eq. 17, Alg. 2
@@ -59,29 +65,36 @@ class MetaSSL(Algorithm):
             loss_cls = F.kl_div(F.log_softmax(model(x_mix).float(), dim=1), y_mix, reduction="batchmean")
         else:
             loss_cls = F.cross_entropy(model(x_lb).float(), y_lb)
-        loss_cons = consistency_loss(model(x_ulb).float(), y_hat, self.consistency)
+        loss_cons = unlabeled_loss(model(x_ulb).float(), y_hat, self.consistency)
         loss = loss_cls + ctx.consistency_weight * loss_cons
         metrics = {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_cons": loss_cons.detach()}
         if self.meta:
             metrics["correction_l1"] = (y_hat - y_tilde).abs().sum(1).mean()
-        self.last_pseudo_labels = (y_tilde, y_hat)   # for diagnostics (pseudo-label quality), never a loss
-        return loss, metrics
+        return StepOutput(loss, metrics, (y_tilde, y_hat))
 
 
-def _factory(meta: bool, mixup: bool):
-    def build(cfg: Config) -> MetaSSL:
-        return MetaSSL(meta, mixup, meta_method=cfg.meta_method, meta_phi=cfg.meta_phi, eps_scale=cfg.eps_scale,
-                       projection=cfg.projection, consistency=cfg.consistency, mixup_gamma=cfg.mixup_gamma,
-                       fused=cfg.meta_fused, batched=cfg.meta_batched)
-    return build
+@register("neither")
+class Neither(MetaSSL):
+    """Ablation row 1: consistency to the plain predictions, labeled CE, no mixup."""
+    meta, mixup = False, False
 
 
-ROWS = {"neither": (False, False, "Ablation row 1: consistency to the plain predictions, labeled CE, no mixup."),
-        "meta": (True, False, "Ablation row 2 / Alg. 1: consistency to the meta-corrected pseudo-labels, labeled CE."),
-        "mixup": (False, True, "Ablation row 3: cross-domain mixup and consistency with the plain predictions."),
-        "metamixup": (True, True, "Meta-gradient SSL, Alg. 2 (Zhang et al., AISTATS 2021): meta-corrected "
-                                  "pseudo-labels, cross-domain mixup + consistency. The method.")}
-for _name, (_meta, _mixup, _doc) in ROWS.items():
-    _build = _factory(_meta, _mixup)
-    _build.__doc__ = _doc
-    register(_name)(_build)
+@register("meta")
+class Meta(MetaSSL):
+    """Ablation row 2 / Alg. 1: consistency to the meta-corrected pseudo-labels, labeled CE."""
+    meta, mixup = True, False
+
+
+@register("mixup")
+class Mixup(MetaSSL):
+    """Ablation row 3: cross-domain mixup and consistency with the plain predictions."""
+    meta, mixup = False, True
+
+
+@register("metamixup")
+class MetaMixup(MetaSSL):
+    """Meta-gradient SSL, Alg. 2 (Zhang et al., AISTATS 2021): meta-corrected pseudo-labels, cross-domain mixup + consistency. The method."""
+    meta, mixup = True, True
+
+
+ROWS: dict[str, type[MetaSSL]] = {"neither": Neither, "meta": Meta, "mixup": Mixup, "metamixup": MetaMixup}

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config
-from .base import Algorithm, Batch, StepContext, register
+from ..batch import Batch
+from .base import Algorithm, StepContext, StepOutput, register
 from .common import check, frozen_bn_stats, sharpen, softmax_mse
 
 
@@ -26,13 +27,24 @@ def guess_labels(probs: list[Tensor], temperature: float) -> Tensor:
     return sharpen(torch.stack(probs).mean(0), temperature)
 
 
+@register("mixmatch")
 class MixMatch(Algorithm):
+    views = ("weak", "weak")   # K = mixmatch_k weak views; the default K=2 here, an instance sets its own
+
     def __init__(self, mixmatch_k: int = 2, mixmatch_t: float = 0.5, mixmatch_alpha: float = 0.75,
                  mixmatch_weight: float = 75.0) -> None:
         self.views = ("weak",) * mixmatch_k
         self.mixmatch_t, self.mixmatch_alpha, self.mixmatch_weight = mixmatch_t, mixmatch_alpha, mixmatch_weight
 
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+    @classmethod
+    def from_config(cls, cfg: Config) -> MixMatch:
+        check("mixmatch_k", cfg.mixmatch_k, cfg.mixmatch_k >= 1, "an integer >= 1")
+        check("mixmatch_t", cfg.mixmatch_t, cfg.mixmatch_t > 0, "a number > 0")
+        check("mixmatch_alpha", cfg.mixmatch_alpha, cfg.mixmatch_alpha > 0, "a number > 0")
+        check("mixmatch_weight", cfg.mixmatch_weight, cfg.mixmatch_weight >= 0, "a number >= 0")
+        return cls(cfg.mixmatch_k, cfg.mixmatch_t, cfg.mixmatch_alpha, cfg.mixmatch_weight)
+
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         x_lb, y_lb, x_ulb = batch.x_lb, batch.y_lb, batch.x_ulb           # x_ulb: K tensors (B_u, ...)
         with torch.no_grad(), frozen_bn_stats(model):
             q = guess_labels([F.softmax(model(u).float(), dim=1) for u in x_ulb], self.mixmatch_t)  # (B_u, C)
@@ -50,14 +62,5 @@ class MixMatch(Algorithm):
         loss_x = -(p_mix[:b] * F.log_softmax(logits[:b], dim=1)).sum(1).mean()   # Eq. 4
         loss_u = softmax_mse(logits[b:], p_mix[b:])                               # Eq. 5
         loss = loss_x + ctx.consistency_weight * self.mixmatch_weight * loss_u
-        self.last_pseudo_labels = (q, q)   # diagnostics only: the sharpened guess
-        return loss, {"loss": loss.detach(), "loss_cls": loss_x.detach(), "loss_cons": loss_u.detach()}
-
-
-@register("mixmatch")
-def _build(cfg: Config) -> MixMatch:
-    check("mixmatch_k", cfg.mixmatch_k, cfg.mixmatch_k >= 1, "an integer >= 1")
-    check("mixmatch_t", cfg.mixmatch_t, cfg.mixmatch_t > 0, "a number > 0")
-    check("mixmatch_alpha", cfg.mixmatch_alpha, cfg.mixmatch_alpha > 0, "a number > 0")
-    check("mixmatch_weight", cfg.mixmatch_weight, cfg.mixmatch_weight >= 0, "a number >= 0")
-    return MixMatch(cfg.mixmatch_k, cfg.mixmatch_t, cfg.mixmatch_alpha, cfg.mixmatch_weight)
+        return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_x.detach(), "loss_cons": loss_u.detach()},
+                          (q, q))   # diagnostics: the sharpened guess

@@ -16,22 +16,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config
-from .base import Algorithm, Batch, StepContext, register
+from ..batch import Batch
+from .base import Algorithm, StepContext, StepOutput, register
 from .common import check, softmax_mse
 
 
+@register("pimodel")
 class PiModel(Algorithm):
     views = ("weak", "weak")
 
     def __init__(self, pimodel_weight: float = 100.0) -> None:
         self.pimodel_weight = pimodel_weight
 
+    @classmethod
+    def from_config(cls, cfg: Config) -> PiModel:
+        check("pimodel_weight", cfg.pimodel_weight, cfg.pimodel_weight >= 0, "a number >= 0")
+        return cls(cfg.pimodel_weight)
+
     def target(self, model: nn.Module, x: Tensor) -> Tensor:
         """The consistency target (B_u, C): the student's own softmax on the second view, no gradient."""
         with torch.no_grad():
             return F.softmax(model(x).float(), dim=1)
 
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         (x_ulb_1, x_ulb_2) = batch.x_ulb
         logits_x_lb = model(batch.x_lb).float()                          # (B_l, C)
         logits_x_ulb_1 = model(x_ulb_1).float()                          # (B_u, C), carries the gradient
@@ -39,11 +46,5 @@ class PiModel(Algorithm):
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
         loss_cons = softmax_mse(logits_x_ulb_1, p_target)
         loss = loss_cls + ctx.consistency_weight * self.pimodel_weight * loss_cons
-        self.last_pseudo_labels = (p_target, p_target)   # diagnostics only
-        return loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_cons": loss_cons.detach()}
-
-
-@register("pimodel")
-def _build(cfg: Config) -> PiModel:
-    check("pimodel_weight", cfg.pimodel_weight, cfg.pimodel_weight >= 0, "a number >= 0")
-    return PiModel(cfg.pimodel_weight)
+        return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_cons": loss_cons.detach()},
+                          (p_target, p_target))

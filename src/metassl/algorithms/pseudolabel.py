@@ -12,17 +12,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config
-from .base import Algorithm, Batch, StepContext, register
+from ..batch import Batch
+from .base import Algorithm, StepContext, StepOutput, register
 from .common import check, hard_pseudo_labels, masked_ce
 
 
+@register("pseudolabel")
 class PseudoLabel(Algorithm):
     views = ("weak",)
 
     def __init__(self, pseudolabel_threshold: float = 0.95, pseudolabel_weight: float = 1.0) -> None:
         self.pseudolabel_threshold, self.pseudolabel_weight = pseudolabel_threshold, pseudolabel_weight
 
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+    @classmethod
+    def from_config(cls, cfg: Config) -> PseudoLabel:
+        check("pseudolabel_threshold", cfg.pseudolabel_threshold, 0 <= cfg.pseudolabel_threshold <= 1,
+              "a number in [0, 1]")
+        check("pseudolabel_weight", cfg.pseudolabel_weight, cfg.pseudolabel_weight >= 0, "a number >= 0")
+        return cls(cfg.pseudolabel_threshold, cfg.pseudolabel_weight)
+
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         logits_x_lb = model(batch.x_lb).float()                          # (B_l, C)
         logits_x_ulb = model(batch.x_ulb[0]).float()                     # (B_u, C)
         probs = F.softmax(logits_x_ulb.detach(), dim=1)                  # (B_u, C), no gradient
@@ -30,13 +39,5 @@ class PseudoLabel(Algorithm):
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
         loss_pl = masked_ce(logits_x_ulb, y_pseudo, mask)
         loss = loss_cls + ctx.consistency_weight * self.pseudolabel_weight * loss_pl
-        self.last_pseudo_labels = (probs, probs)   # diagnostics only
-        return loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_pl": loss_pl.detach(),
-                      "mask": mask.mean()}
-
-
-@register("pseudolabel")
-def _build(cfg: Config) -> PseudoLabel:
-    check("pseudolabel_threshold", cfg.pseudolabel_threshold, 0 <= cfg.pseudolabel_threshold <= 1, "a number in [0, 1]")
-    check("pseudolabel_weight", cfg.pseudolabel_weight, cfg.pseudolabel_weight >= 0, "a number >= 0")
-    return PseudoLabel(cfg.pseudolabel_threshold, cfg.pseudolabel_weight)
+        return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_pl": loss_pl.detach(),
+                                 "mask": mask.mean()}, (probs, probs))

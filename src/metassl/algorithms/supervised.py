@@ -3,21 +3,17 @@ every training label, the fully-supervised upper reference)."""
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from ..config import Config
-from .base import Algorithm, Batch, StepContext, register
+from ..batch import Batch
+from .base import Algorithm, StepContext, StepOutput, register
 
 
+@register("supervised")
 class Supervised(Algorithm):
     views: tuple[str, ...] = ()
     uses_unlabeled = False
 
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         loss = F.cross_entropy(model(batch.x_lb).float(), batch.y_lb)
-        return loss, {"loss": loss.detach(), "loss_cls": loss.detach()}
-
-
-@register("supervised")
-def _build(cfg: Config) -> Supervised:
-    return Supervised()
+        return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss.detach()})

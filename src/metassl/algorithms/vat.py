@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config
-from .base import Algorithm, Batch, StepContext, register
+from ..batch import Batch
+from .base import Algorithm, StepContext, StepOutput, register
 from .common import check, frozen_bn_stats
 
 XI = 1e-6   # finite-difference radius of the power iteration (Miyato et al.: 1e-6)
@@ -65,11 +66,18 @@ def replayed_rng(state: Tensor | None, device: torch.device) -> Iterator[None]:
         _set_rng_state(now, device)
 
 
+@register("vat")
 class VAT(Algorithm):
     views = ("weak",)
 
     def __init__(self, vat_eps: float = 4.0, vat_weight: float = 1.0, vat_entmin: bool = False) -> None:
         self.vat_eps, self.vat_weight, self.vat_entmin = vat_eps, vat_weight, vat_entmin
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> VAT:
+        check("vat_eps", cfg.vat_eps, cfg.vat_eps > 0, "a number > 0")
+        check("vat_weight", cfg.vat_weight, cfg.vat_weight >= 0, "a number >= 0")
+        return cls(cfg.vat_eps, cfg.vat_weight, cfg.vat_entmin)
 
     def perturbation(self, model: nn.Module, x: Tensor, p: Tensor, rng: Tensor | None = None) -> Tensor:
         """r_adv (B, ...) with per-sample L2 norm vat_eps; p (B, C) is the clean prediction (no gradient)."""
@@ -78,7 +86,7 @@ class VAT(Algorithm):
             (g,) = torch.autograd.grad(kl_div(p, model(x + d)), d)
         return self.vat_eps * l2_normalize(g.detach())
 
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         x_ulb = batch.x_ulb[0]
         logits_x_lb = model(batch.x_lb).float()                          # (B_l, C), updates BN statistics
         with frozen_bn_stats(model):
@@ -97,11 +105,4 @@ class VAT(Algorithm):
             loss_ent = -(F.softmax(logits_x_ulb, 1) * F.log_softmax(logits_x_ulb, 1)).sum(1).mean()
             loss = loss + ctx.consistency_weight * loss_ent
             metrics["loss_ent"] = loss_ent.detach()
-        return loss, {"loss": loss.detach(), **metrics}
-
-
-@register("vat")
-def _build(cfg: Config) -> VAT:
-    check("vat_eps", cfg.vat_eps, cfg.vat_eps > 0, "a number > 0")
-    check("vat_weight", cfg.vat_weight, cfg.vat_weight >= 0, "a number >= 0")
-    return VAT(cfg.vat_eps, cfg.vat_weight, cfg.vat_entmin)
+        return StepOutput(loss, {"loss": loss.detach(), **metrics})

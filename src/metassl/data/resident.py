@@ -11,10 +11,10 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..algorithms.base import Batch
-from ..algorithms.meta_gradient import eval_mode
+from ..batch import Batch
+from ..torch_utils import to_nchw
 from .augment import channel_stats, normalize, strong_augment, to_float, weak_augment
 from .sampling import batch_indices
 from .sources import ImageData
@@ -77,27 +77,17 @@ class DeviceData:
                        if views and len(self.unlabeled) else None)
             yield self.batch(idx_lb, idx_ulb, views)
 
-    @torch.no_grad()
-    def error_counts(self, model: nn.Module, split: str, batch_size: int, rank: int = 0,
-                     world: int = 1) -> Tensor:
-        """(wrong, total) on 'test' or 'val' for this rank's contiguous shard, as a float64 tensor on the
-        device (the trainer sums it over ranks)."""
+    def eval_batches(self, split: str, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+        """This rank's contiguous shard of 'test' or 'val' as (normalised images, labels) chunks, not augmented
+        (evaluate.error_counts counts the errors; the trainer sums the counts over ranks)."""
         if split == "test":
             x, y = self.x_test, self.y_test
         else:
             vi = self.val.to(self.x_train.device)
             x, y = self.x_train[vi], self.y_train[vi]
         lo, hi = rank * len(x) // world, (rank + 1) * len(x) // world
-        wrong = torch.zeros((), dtype=torch.float64, device=x.device)
-        with eval_mode(model):
-            for i in range(lo, hi, batch_size):
-                pred = model(self.view(x[i:min(i + batch_size, hi)], "none")).argmax(1)
-                wrong += (pred != y[i:min(i + batch_size, hi)]).sum()
-        return torch.stack([wrong, torch.tensor(float(hi - lo), dtype=torch.float64, device=x.device)])
-
-
-def _nchw(x: np.ndarray, device: torch.device) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+        for i in range(lo, hi, batch_size):
+            yield self.view(x[i:min(i + batch_size, hi)], "none"), y[i:min(i + batch_size, hi)]
 
 
 def prepare_data(data: ImageData, split: Split, device: torch.device, flip: str = "auto", translate: int = 0,
@@ -110,10 +100,10 @@ def prepare_data(data: ImageData, split: Split, device: torch.device, flip: str 
         x_train = np.concatenate([x_train, data.x_unlabeled])
         y_train = np.concatenate([y_train, -np.ones(len(data.x_unlabeled), np.int64)])
         unlabeled = np.concatenate([unlabeled, extra])
-    xt = _nchw(x_train, device)
+    xt = to_nchw(x_train, device)
     mean, std = channel_stats(xt)
     do_flip = data.flip if flip == "auto" else flip == "true"
-    return DeviceData(xt, torch.from_numpy(y_train).to(device), _nchw(data.x_test, device),
+    return DeviceData(xt, torch.from_numpy(y_train).to(device), to_nchw(data.x_test, device),
                       torch.from_numpy(data.y_test.astype(np.int64)).to(device),
                       torch.from_numpy(split.labeled), torch.from_numpy(unlabeled), torch.from_numpy(split.val),
                       mean.to(device), std.to(device), do_flip, translate, list(data.classes), channels_last, split,

@@ -10,10 +10,9 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..algorithms.base import Batch
-from ..algorithms.meta_gradient import eval_mode
+from ..batch import Batch
 from ..errors import UserError
 from . import imagefolder
 from .augment import normalize, strong_augment, to_float
@@ -72,16 +71,11 @@ class StreamingData:
                         [self.view(x, v) for x, v in zip(raw.x_ulb, views)],
                         None if raw.y_ulb is None else raw.y_ulb.to(self.device))
 
-    @torch.no_grad()
-    def error_counts(self, model: nn.Module, split: str, batch_size: int, rank: int = 0, world: int = 1) -> Tensor:
+    def eval_batches(self, split: str, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+        """This rank's shard of the val/ folder (the test set) as (normalised centre crops, labels) chunks."""
         if split != "test":
             raise UserError("num_val is not supported for streamed image folders; the val/ folder is the test set")
         loader, _ = imagefolder.eval_loader(self.index, self.size, batch_size=batch_size, num_workers=self.workers,
                                             rank=rank, world=world)
-        wrong = torch.zeros((), dtype=torch.float64, device=self.device)
-        total = 0
-        with eval_mode(model):
-            for x, y in loader:
-                wrong += (model(self.view(x, "none")).argmax(1) != y.to(self.device)).sum()
-                total += len(y)
-        return torch.stack([wrong, torch.tensor(float(total), dtype=torch.float64, device=self.device)])
+        for x, y in loader:
+            yield self.view(x, "none"), y.to(self.device)

@@ -26,6 +26,15 @@ def register(name: str, replace: bool = False) -> Callable[[ModelFactory], Model
     return decorator
 
 
+# Natural input (channels, size) per backbone for checks and benchmarks on random inputs; others: (3, 32).
+NATURAL_SHAPES: dict[str, tuple[int, int]] = {"cnn": (1, 28), "mlp": (1, 8), "resnet18": (3, 64)}
+
+
+def natural_shape(name: str) -> tuple[int, int]:
+    """(channels, image size) a backbone is usually run at (Fashion-MNIST for cnn, ImageNet-like for resnet18)."""
+    return NATURAL_SHAPES.get(name, (3, 32))
+
+
 def model_names() -> list[str]:
     """Sorted names of all registered models (for help texts and error messages)."""
     return sorted(MODELS)
@@ -37,11 +46,17 @@ def check_image_size(model: str, image_size: int, minimum: int) -> None:
         raise UserError(f"model {model!r} needs image_size >= {minimum}, got image_size={image_size}")
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
-    """Build a registered model whose forward maps float (N, C, H, W) to logits (N, num_classes)."""
+def check_model_name(name: str) -> str:
+    """The registry key of `name`; a one-line UserError naming the choices when none is registered."""
     key = str(name).strip().lower()
     if key not in MODELS:
-        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
+        raise UserError(f"model={name!r} is unknown; choose one of: {', '.join(model_names())}")
+    return key
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """Build a registered model whose forward maps float (N, C, H, W) to logits (N, num_classes)."""
+    key = check_model_name(name)
     for arg, value in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{arg} must be a positive integer, got {value!r}")

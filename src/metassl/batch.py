@@ -1,0 +1,20 @@
+"""The one object data sources hand to algorithms: a batch already augmented and normalised on the device.
+
+Data code fills it with the views an algorithm asks for (`Algorithm.views`); algorithms read it. Neither
+side imports the other: both import this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    """One iteration's data, already augmented and normalised on the training device."""
+
+    x_lb: Tensor                     # (B_l, C, H, W) labeled images
+    y_lb: Tensor                     # (B_l,) int64 labels
+    x_ulb: list[Tensor]              # the unlabeled views the algorithm asked for, each (B_u, C, H, W)
+    y_ulb: Tensor | None = None      # (B_u,) true labels of the unlabeled images, diagnostics only: never in a loss

@@ -1,0 +1,57 @@
+"""Small torch helpers shared by the data, algorithm, training and evaluation code (which sit above this).
+
+eval_mode    run a block in eval mode and restore every module's own training flag
+ema_update   the exponential moving average of a model's weights (trainer's EMA, Mean Teacher's teacher)
+to_nchw      uint8/float NHWC numpy images -> NCHW tensors (files store NHWC, models read NCHW)
+resolve_device  a config's device string -> torch.device
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import UserError
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run a block with the model in eval mode, then restore each module's own training flag."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model for parameters; buffers (BN statistics) are copied."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def to_nchw(x: np.ndarray, device: torch.device | str | None = None) -> Tensor:
+    """(N, H, W, C) array -> contiguous (N, C, H, W) tensor of the same dtype, on `device`."""
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    return t if device is None else t.to(device)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' picks CUDA when present (cuda:LOCAL_RANK under torchrun); CUDA without CUDA is a one-line error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name!r} but CUDA is not available here; use device=cpu or device=auto")
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
