@@ -193,3 +193,22 @@ def test_imagenet_preset_runs_the_authors_600_unlabeled_epochs_with_per_gpu_meta
     assert cfg.warmup == 5 * epoch == 11_265                            # "about 11k"
     assert cfg.meta_scope == "local"                                    # their g_l and eps are per GPU
     assert (cfg.lr, cfg.lr_schedule, cfg.consistency_rampup, cfg.sync_bn) == (0.1, "cosine", 0, True)
+
+
+# --- item 11: the consistency loss and the meta-gradient's Phi are one derivation -----------------------
+@pytest.mark.parametrize("algorithm", ["meta", "metamixup"])
+@pytest.mark.parametrize("consistency,meta_phi", [("kl", "mse"), ("mse", "kl")])
+def test_mixed_consistency_and_meta_phi_are_rejected_in_one_line(algorithm, consistency, meta_phi):
+    from metassl.errors import UserError
+    cfg = build_config(overrides=[f"algorithm={algorithm}", f"consistency={consistency}", f"meta_phi={meta_phi}"])
+    with pytest.raises(UserError) as e:
+        build_algorithm(cfg)
+    line = str(e.value)
+    assert "\n" not in line and f"consistency={consistency}" in line and f"meta_phi={meta_phi}" in line
+
+
+@pytest.mark.parametrize("overrides", [["consistency=kl", "meta_phi=kl"], ["consistency=mse", "meta_phi=mse"],
+                                       ["algorithm=mixup", "consistency=kl"], ["algorithm=neither", "consistency=kl"],
+                                       ["algorithm=metafixmatch", "meta_phi=kl"]])
+def test_matching_or_unused_keys_are_accepted(overrides):
+    build_algorithm(build_config(overrides=overrides))

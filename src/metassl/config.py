@@ -36,14 +36,15 @@ class Config:
     model: str = "cnn"               # cnn | convlarge | wrn-28-2 | wrn-28-8 | resnet18 | mlp
     algorithm: str = "metamixup"     # metamixup (the method) | meta | mixup | neither | see `metassl algorithms`
     meta_method: str = "fd"          # fd (Eq. 15/16) | jvp (forward-mode, no eps error) | exact (second order)
-    meta_phi: str = "mse"            # Phi inside the meta-gradient: mse | kl
+    meta_phi: str = "mse"            # Phi inside the meta-gradient: mse | kl (meta, metamixup: must equal `consistency`)
     meta_fused: bool = True          # fd: y~ = softmax(mean of the two perturbed logits), one forward fewer (O(eps^2))
     meta_batched: bool = False       # fd: run the two perturbed forwards as one vmapped call
     eps_scale: float = 0.01          # finite-difference step: eps = eps_scale / ||g_l|| (the authors: 0.01)
     beta_schedule: str = "lr"        # lr: beta_t = beta * lr_t (authors, beta=1) | constant: beta_t = beta | cosine
     beta: float = 1.0                # multiplier of lr (beta_schedule=lr) or the value/peak (constant, cosine)
     projection: str = "relu"         # back to the simplex after Eq. 6: relu (authors: clamp + renormalise) | simplex
-    consistency: str = "mse"         # consistency loss to the pseudo-labels: mse (sum over classes) | kl
+    consistency: str = "mse"         # consistency loss to the pseudo-labels: mse (sum over classes) | kl; with meta it is
+                                     # the Phi the meta-gradient differentiates, so meta_phi must match (else rejected)
     consistency_weight: float = 1.0  # w, the consistency loss weight at the end of its ramp-up (0..100)
     consistency_rampup: int = 200    # iterations of the linear ramp of w from 0 (0 = no ramp)
     mixup_gamma: float = 0.1         # lam ~ Beta(gamma, gamma) per sample for cross-domain mixup (> 0)

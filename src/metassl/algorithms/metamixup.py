@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..batch import Batch
 from ..config import Config
+from ..errors import UserError
 from ..torch_utils import eval_mode
 from .base import Algorithm, StepContext, StepOutput, register
 from .meta_gradient import correct_pseudo_labels, fd_pseudo_labels, meta_gradient, unlabeled_loss
@@ -34,6 +35,11 @@ class MetaSSL(Algorithm):
 
     @classmethod
     def from_config(cls, cfg: Config) -> MetaSSL:
+        # The meta-gradient (Eq. 13) differentiates the very unlabeled loss Phi that training then applies (Eq. 3),
+        # so with meta=True the two keys must name the same loss, as in the authors' code (MSE for both).
+        if cls.meta and cfg.consistency != cfg.meta_phi:
+            raise UserError(f"consistency={cfg.consistency} with meta_phi={cfg.meta_phi} mixes two derivations: the "
+                            f"meta-gradient is that of the consistency loss, so set both to mse or both to kl")
         return cls(cls.meta, cls.mixup, eps_scale=cfg.eps_scale, meta_method=cfg.meta_method, meta_phi=cfg.meta_phi,
                    projection=cfg.projection, consistency=cfg.consistency, mixup_gamma=cfg.mixup_gamma,
                    fused=cfg.meta_fused, batched=cfg.meta_batched)
