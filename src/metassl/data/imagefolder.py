@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from metassl.data.formats import IMAGE_EXTENSIONS, _bilinear, _pil
+from metassl.data.formats import _bilinear, _pil, class_tree_files, folder_layout
 from metassl.data.sampling import batch_indices
 from metassl.errors import UserError
 
@@ -53,30 +53,10 @@ class FolderIndex:
 _SCANS: dict[str, FolderIndex] = {}
 
 
-def _class_dirs(d: Path) -> list[str]:
-    """Non-hidden sub-folders of d, sorted."""
-    return sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
-
-
-def _images(d: Path) -> list[str]:
-    """Image file names in d (not recursive), sorted; other files are skipped."""
-    return sorted(e.name for e in os.scandir(d) if not e.name.startswith(".")
-                  and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS and e.is_file())
-
-
 def _list(split: Path, classes: list[str], require: bool) -> tuple[np.ndarray, np.ndarray]:
-    """`class/file` byte strings and labels of split/<class>/*; an empty train class is an error."""
-    files: list[bytes] = []
-    labels: list[int] = []
-    for label, c in enumerate(classes):
-        if not (split / c).is_dir():
-            continue
-        names = _images(split / c)
-        if require and not names:
-            raise UserError(f"class folder {split / c} holds no images (allowed: {', '.join(IMAGE_EXTENSIONS)})")
-        files += [f"{c}/{n}".encode() for n in names]
-        labels += [label] * len(names)
-    return np.array(files, dtype=bytes), np.array(labels, dtype=np.int64)
+    """`class/file` byte strings (compact for a million files) and labels of split/<class>/*."""
+    files, labels = class_tree_files(split, classes, require)
+    return np.array([f.encode() for f in files], dtype=bytes), labels
 
 
 def scan(root: str | Path, refresh: bool = False) -> FolderIndex:
@@ -84,22 +64,10 @@ def scan(root: str | Path, refresh: bool = False) -> FolderIndex:
     root = Path(root).expanduser().resolve()
     if not refresh and str(root) in _SCANS:
         return _SCANS[str(root)]
-    if not (root / "train").is_dir():
-        raise UserError(f"image folder {root} has no train/ subfolder; expected train/<class>/*, val/<class>/*")
-    classes = _class_dirs(root / "train")
-    if not classes:
-        raise UserError(f"{root / 'train'} has no class subfolders; expected train/<class>/<image files>")
-    val = next((v for v in ("val", "test") if (root / v).is_dir()), None)
-    if val is None:
-        raise UserError(f"image folder {root} has no val/ (or test/) subfolder; expected val/<class>/*")
-    unknown = sorted(set(_class_dirs(root / val)) - set(classes))
-    if unknown:
-        raise UserError(f"{root / val} has class folders {unknown[:5]} that train/ lacks")
-    tf, tl = _list(root / "train", classes, require=True)
-    vf, vl = _list(root / val, classes, require=False)
-    if len(vf) == 0:
-        raise UserError(f"{root / val} holds no images; expected {root / val}/<class>/<image files>")
-    _SCANS[str(root)] = FolderIndex(root, classes, tf, tl, val, vf, vl)
+    train, val, classes = folder_layout(root)
+    tf, tl = _list(train, classes, require=True)
+    vf, vl = _list(val, classes, require=False)
+    _SCANS[str(root)] = FolderIndex(root, classes, tf, tl, val.name, vf, vl)
     return _SCANS[str(root)]
 
 

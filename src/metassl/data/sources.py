@@ -218,23 +218,9 @@ def _load_folder(name: str, data_dir: str | None, image_size: int | None) -> Ima
     if not data_dir:
         raise UserError("dataset 'folder' needs data_dir: a folder with train/<class>/*.png and val/<class>/*.png")
     root = Path(data_dir).expanduser()
-    train = root / "train"
-    if not train.is_dir():
-        raise UserError(f"image folder {root} has no train/ subfolder; expected train/<class>/*, val/<class>/*")
-    classes = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise UserError(f"{train} has no class subfolders; expected train/<class>/<image files>")
-    val = next((root / v for v in ("val", "test") if (root / v).is_dir()), None)
-    if val is None:
-        raise UserError(f"image folder {root} has no val/ (or test/) subfolder; expected val/<class>/*")
-    unknown = sorted(p.name for p in val.iterdir() if p.is_dir() and not p.name.startswith(".")
-                     and p.name not in classes)
-    if unknown:
-        raise UserError(f"{val} has class folders {unknown} that train/ lacks; train classes are {classes}")
+    train, val, classes = formats.folder_layout(root)
     xtr, ytr = formats.read_class_tree(train, classes, image_size)
-    xte, yte = formats.read_class_tree(val, classes, image_size)
-    if len(xte) == 0:
-        raise UserError(f"{val} holds no class folders with images; expected {val}/<class>/<image files>")
+    xte, yte = formats.read_class_tree(val, classes, image_size, require=False)
     unl = root / "unlabeled"
     unl_files = formats.list_images(unl) if unl.is_dir() else []
     xu = formats.read_images(unl_files, image_size) if unl_files else None
