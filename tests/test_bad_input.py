@@ -178,7 +178,7 @@ def test_malformed_key_value(item, good_npz, capsys, tmp_path):
     train_rejects([item], capsys, tmp_path, good_npz)
 
 
-CHOICE_KEYS = {"algorithm": None, "model": None, "meta_method": ("fd", "jvp", "exact"), "meta_phi": ("mse", "kl"),
+CHOICE_KEYS = {"algorithm": None, "model": None, "meta_method": ("auto", "fd", "jvp", "exact"), "meta_phi": ("mse", "kl"),
                "beta_schedule": ("lr", "constant", "cosine"), "projection": ("relu", "simplex"),
                "consistency": ("mse", "kl"), "lr_schedule": ("cosine", "step", "constant"),
                "flip": ("auto", "true", "false"), "device": ("auto", "cpu")}

@@ -212,3 +212,41 @@ def test_mixed_consistency_and_meta_phi_are_rejected_in_one_line(algorithm, cons
                                        ["algorithm=metafixmatch", "meta_phi=kl"]])
 def test_matching_or_unused_keys_are_accepted(overrides):
     build_algorithm(build_config(overrides=overrides))
+
+
+# --- item 12: the default meta-gradient is accurate on every registered backbone --------------------------
+def _backbones():
+    from metassl.models import model_names
+    return model_names()
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "wrn-28-8" else n
+                                  for n in _backbones()])   # wrn-28-8: 36M parameters, second order in float64: ~25 s
+def test_default_meta_gradient_agrees_with_exact_on_every_backbone(name):
+    """What `metassl check --json` reports as `default`, at each backbone's natural shape (wrn-28-8 at 12 px),
+    batch 2+2, float64, at init. resnet18 at 64 px (ImageNet stem) gave cosine 0.91 with fd at the default eps."""
+    from metassl.check import agreement_on, calibrate_bn
+    from metassl.config import Config
+    from metassl.models import build_model, natural_shape
+    channels, size = natural_shape(name)
+    size = 12 if name == "wrn-28-8" else size
+    torch.manual_seed(0)
+    model = build_model(name, 10, channels, size).double()
+    x = torch.randn(4, channels, size, size, dtype=torch.float64)
+    calibrate_bn(model, x)
+    res = agreement_on(model, x[:2], torch.tensor([3, 7]), x[2:], Config.eps_scale)
+    for phi in ("mse", "kl"):
+        assert res[phi]["default"]["method"] == ("jvp" if name == "resnet18" else "fd")   # fd stays for the others
+        assert res[phi]["default"]["cosine"] > 0.99, (phi, res[phi])
+
+
+def test_jvp_runs_under_autocast():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.Flatten(),
+                          nn.Linear(16, 3))
+    x_lb, y_lb, x_ulb = torch.randn(2, 1, 4, 4), torch.tensor([0, 2]), torch.randn(3, 1, 4, 4)
+    y = F.softmax(model(x_ulb), 1).detach()
+    plain = meta_gradient(model, x_lb, y_lb, x_ulb, y, method="jvp", phi="mse")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = meta_gradient(model, x_lb, y_lb, x_ulb, y, method="jvp", phi="mse")
+    torch.testing.assert_close(mixed, plain, rtol=0.05, atol=0.05)   # g_l is taken in bf16 there, jvp in float32

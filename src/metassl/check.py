@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .algorithms.meta_gradient import PHIS, meta_gradient
+from .algorithms.meta_gradient import PHIS, meta_gradient, resolve_method
 from .models import build_model, natural_shape
 from .torch_utils import eval_mode, to_nchw
 
@@ -56,6 +56,8 @@ def agreement_on(model: torch.nn.Module, x_lb: torch.Tensor, y_lb: torch.Tensor,
         grads = {m: meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method=m, phi=phi, eps_scale=eps_scale)
                  for m in ("fd", "jvp")}
         out[phi] = {m: agreement(g, exact) for m, g in grads.items()}
+        default = resolve_method(model, "auto")          # what meta_method=auto (the default) runs on this model
+        out[phi]["default"] = {"method": default, **out[phi][default]}
         out[phi]["seconds"] = round(time.perf_counter() - t, 2)
     return out
 
@@ -101,4 +103,5 @@ def format_check(result: dict[str, Any]) -> str:
         for m in ("fd", "jvp"):
             r = result[phi][m]
             lines.append(f"  phi={phi:3s} {m:3s}  cosine {r['cosine']:.6f}  rel. error {r['rel_error']:.2e}")
+        lines.append(f"  phi={phi:3s} default (meta_method=auto) is {result[phi]['default']['method']}")
     return "\n".join(lines)

@@ -35,7 +35,8 @@ class Config:
     # --- model and algorithm --------------------------------------------------------------------------
     model: str = "cnn"               # cnn | convlarge | wrn-28-2 | wrn-28-8 | resnet18 | mlp
     algorithm: str = "metamixup"     # metamixup (the method) | meta | mixup | neither | see `metassl algorithms`
-    meta_method: str = "fd"          # fd (Eq. 15/16) | jvp (forward-mode, no eps error) | exact (second order)
+    meta_method: str = "auto"        # auto (fd, or jvp where the backbone declares fd inaccurate: resnet18) | fd (Eq. 15/16,
+                                     # the authors') | jvp (forward-mode, no eps error) | exact (second order)
     meta_phi: str = "mse"            # Phi inside the meta-gradient: mse | kl (meta, metamixup: must equal `consistency`)
     meta_fused: bool = True          # fd: y~ = softmax(mean of the two perturbed logits), one forward fewer (O(eps^2))
     meta_batched: bool = False       # fd: run the two perturbed forwards as one vmapped call
@@ -110,7 +111,7 @@ _HINTS = typing.get_type_hints(Config)
 CHOICES: dict[str, tuple[str, ...]] = {
     "flip": ("auto", "true", "false"),
     "pad_mode": ("reflect", "zeros"),
-    "meta_method": ("fd", "jvp", "exact"),
+    "meta_method": ("auto", "fd", "jvp", "exact"),
     "meta_phi": ("mse", "kl"),
     "beta_schedule": ("lr", "constant", "cosine"),
     "projection": ("relu", "simplex"),

@@ -17,7 +17,7 @@ from ..config import Config
 from ..errors import UserError
 from ..torch_utils import eval_mode
 from .base import Algorithm, StepContext, StepOutput, register
-from .meta_gradient import correct_pseudo_labels, fd_pseudo_labels, meta_gradient, unlabeled_loss
+from .meta_gradient import correct_pseudo_labels, fd_pseudo_labels, meta_gradient, resolve_method, unlabeled_loss
 
 
 class MetaSSL(Algorithm):
@@ -47,7 +47,7 @@ class MetaSSL(Algorithm):
     def pseudo_labels(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
         """(y~, y^): the plain predictions (Eq. 2) and, with `meta`, their correction (Eq. 6)."""
         x_lb, y_lb, x_ulb = batch.x_lb, batch.y_lb, batch.x_ulb[0]
-        if self.meta and self.meta_method == "fd" and self.fused:
+        if self.meta and resolve_method(model, self.meta_method) == "fd" and self.fused:
             # y~ (Eq. 2) as the mean of the two perturbed forwards (O(eps^2) from the plain forward): one pass fewer
             y_tilde, grad_y = fd_pseudo_labels(model, x_lb, y_lb, x_ulb, phi=self.meta_phi, eps_scale=self.eps_scale,
                                                batched=self.batched, reduce=ctx.reduce_grad)

@@ -35,6 +35,8 @@ class ResNet(nn.Module):
     for the CIFAR stem (3x3 stride-1 conv, no max-pool), so 32x32 images keep enough resolution.
     """
 
+    meta_method = "jvp"   # meta_method=auto picks jvp here: fd crosses too many ReLU/max-pool kinks (resolve_method)
+
     def __init__(self, layers: tuple[int, ...] = (2, 2, 2, 2), num_classes: int = 1000,
                  in_channels: int = 3, small_input: bool = False):
         super().__init__()
