@@ -192,6 +192,7 @@ def test_imagenet_preset_runs_the_authors_600_unlabeled_epochs_with_per_gpu_meta
     assert cfg.iterations == 600 * epoch == 1_351_800                   # "about 1.35M"
     assert cfg.warmup == 5 * epoch == 11_265                            # "about 11k"
     assert cfg.meta_scope == "local"                                    # their g_l and eps are per GPU
+    assert cfg.meta_method == "fd" and cfg.meta_fused is False          # their meta pass, not auto's jvp
     assert (cfg.lr, cfg.lr_schedule, cfg.consistency_rampup, cfg.sync_bn) == (0.1, "cosine", 0, True)
 
 

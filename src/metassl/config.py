@@ -279,7 +279,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                            momentum=0.9, weight_decay=1e-4, lr_schedule="cosine", warmup=5 * _IMAGENET_EPOCH,
                            iterations=600 * _IMAGENET_EPOCH, consistency_weight=1.0, consistency_rampup=0,
                            mixup_gamma=1.0, image_size=224, translate=0, eval_every=2500, checkpoint_every=2500,
-                           amp=True, stream=True, workers=8, sync_bn=True, meta_scope="local", meta_fused=False),
+                           amp=True, stream=True, workers=8, sync_bn=True, meta_scope="local", meta_fused=False,
+                           meta_method="fd"),   # theirs; at 224 px fd agrees with exact (cosine 0.997 at init)
 }
 
 
