@@ -118,3 +118,76 @@ def test_fused_and_batched_fd_give_the_same_pseudo_labels_and_gradient(phi):
         torch.testing.assert_close(y_fast, y_plain, rtol=0, atol=1e-5)
         torch.testing.assert_close(g_fast, g_plain, rtol=1e-3, atol=1e-4)
     assert all(m.training for m in model.modules())
+
+
+class HeadNet(nn.Module):
+    """features() + fc, the contract every registered backbone keeps (models/registry.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(), nn.Flatten())
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+@pytest.mark.parametrize("phi", ["mse", "kl"])
+def test_head_meta_gradient_is_the_exact_meta_gradient_with_g_l_restricted_to_the_head(phi):
+    from metassl.algorithms.meta_gradient import head_pseudo_labels, labeled_gradient
+    model = HeadNet().double()
+    x_lb, y_lb, x_ulb, y_tilde = batches(model)
+    p, head = head_pseudo_labels(model, x_lb, y_lb, x_ulb, phi=phi)
+    with eval_mode(model):
+        g_l = labeled_gradient(model, x_lb, y_lb)
+    g_head = {k: (g if k.startswith("fc.") else torch.zeros_like(g)) for k, g in g_l.items()}
+    jvp_head = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="jvp", phi=phi, g_l=g_head)
+    torch.testing.assert_close(p, y_tilde)                        # y~ is the plain eval-mode prediction (Eq. 2)
+    assert head.abs().max() > 1e-4
+    torch.testing.assert_close(head, jvp_head, rtol=1e-9, atol=1e-12)
+    # and it is not the full meta-gradient: the body's share is left out
+    full = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="jvp", phi=phi)
+    assert (head - full).abs().max() > 1e-4
+
+
+def test_head_meta_gradient_uses_the_reduced_g_l():
+    from metassl.algorithms.meta_gradient import head_pseudo_labels
+    model = HeadNet().double()
+    x_lb, y_lb, x_ulb, _ = batches(model)
+    seen = {}
+
+    def double_it(g):
+        seen.update(g)
+        return {k: 2 * v for k, v in g.items()}
+
+    _, once = head_pseudo_labels(model, x_lb, y_lb, x_ulb, phi="mse")
+    _, twice = head_pseudo_labels(model, x_lb, y_lb, x_ulb, phi="mse", reduce=double_it)
+    assert set(seen) == {"weight", "bias"}
+    torch.testing.assert_close(twice, 2 * once)               # grad_y is linear in g_l (Eq. 13)
+
+
+def test_head_only_metamixup_step_costs_a_quarter_fewer_flops_than_the_full_meta_pass():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from metassl.algorithms.base import StepContext
+    from metassl.batch import Batch
+    from metassl.config import build_config
+    from metassl.algorithms import build_algorithm
+    from metassl.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn", 10, 1, 28)
+    batch = Batch(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,)), [torch.randn(16, 1, 28, 28)])
+    flops = {}
+    for params in ("all", "head"):
+        algo = build_algorithm(build_config("fmnist-1000", overrides=[f"meta_params={params}"]))
+        with FlopCounterMode(display=False) as counter:
+            out = algo.step(model, batch, StepContext(10, 0.05, 0.05, 1.0, 10))
+            out.loss.backward()
+        flops[params] = counter.get_total_flops()
+        assert out.metrics["correction_l1"] > 0
+    assert flops["head"] < 0.78 * flops["all"]

@@ -1,7 +1,9 @@
 """`metassl check`: does the first-order meta-gradient hold for a backbone?
 
 Compares the `fd` (Eq. 15/16) and `jvp` meta-gradients with the `exact` second-order one (Eq. 5
-unrolled) in float64 on random inputs of the backbone's natural shape, for Phi = MSE and KL.
+unrolled) in float64 on random inputs of the backbone's natural shape, for Phi = MSE and KL; and the
+head-only meta-gradient (`meta_params=head`: g_l and the virtual step on the classifier head only), which
+is exact for the head, against the full one, i.e. how much of the full correction the head carries.
 Users adding a backbone run this before trusting the approximation on it.
 """
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .algorithms.meta_gradient import PHIS, meta_gradient, resolve_method
+from .algorithms.meta_gradient import PHIS, head_pseudo_labels, meta_gradient, resolve_method
 from .models import build_model, natural_shape
 from .torch_utils import eval_mode, to_nchw
 
@@ -55,6 +57,7 @@ def agreement_on(model: torch.nn.Module, x_lb: torch.Tensor, y_lb: torch.Tensor,
         exact = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="exact", phi=phi)
         grads = {m: meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method=m, phi=phi, eps_scale=eps_scale)
                  for m in ("fd", "jvp")}
+        grads["head"] = head_pseudo_labels(model, x_lb, y_lb, x_ulb, phi=phi)[1]
         out[phi] = {m: agreement(g, exact) for m, g in grads.items()}
         default = resolve_method(model, "auto")          # what meta_method=auto (the default) runs on this model
         out[phi]["default"] = {"method": default, **out[phi][default]}
@@ -100,8 +103,9 @@ def format_check(result: dict[str, Any]) -> str:
     lines = [f"{result['model']} ({result['state']}): meta-gradient agreement with `exact` "
              f"(float64, batch {result['batch']}+{result['batch']})"]
     for phi in PHIS:
-        for m in ("fd", "jvp"):
+        for m in ("fd", "jvp", "head"):
             r = result[phi][m]
-            lines.append(f"  phi={phi:3s} {m:3s}  cosine {r['cosine']:.6f}  rel. error {r['rel_error']:.2e}")
+            lines.append(f"  phi={phi:3s} {m:4s} cosine {r['cosine']:.6f}  rel. error {r['rel_error']:.2e}"
+                         + ("  (meta_params=head: the head's share of the full meta-gradient)" if m == "head" else ""))
         lines.append(f"  phi={phi:3s} default (meta_method=auto) is {result[phi]['default']['method']}")
     return "\n".join(lines)

@@ -39,6 +39,8 @@ class Config:
                                      # the authors') | jvp (forward-mode, no eps error) | exact (second order)
     meta_phi: str = "mse"            # Phi inside the meta-gradient: mse | kl (meta, metamixup: must equal `consistency`)
     meta_fused: bool = True          # fd: y~ = softmax(mean of the two perturbed logits), one forward fewer (O(eps^2))
+    meta_params: str = "all"         # all (the paper) | head: g_l and the virtual step restricted to the classifier head `fc`:
+                                     # exact and ~27% cheaper per metamixup step (no labeled backward; see meta_gradient.py)
     meta_batched: bool = False       # fd: run the two perturbed forwards as one vmapped call
     eps_scale: float = 0.01          # finite-difference step: eps = eps_scale / ||g_l|| (the authors: 0.01)
     beta_schedule: str = "lr"        # lr: beta_t = beta * lr_t (authors, beta=1) | constant: beta_t = beta | cosine
@@ -113,6 +115,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "pad_mode": ("reflect", "zeros"),
     "meta_method": ("auto", "fd", "jvp", "exact"),
     "meta_phi": ("mse", "kl"),
+    "meta_params": ("all", "head"),
     "beta_schedule": ("lr", "constant", "cosine"),
     "projection": ("relu", "simplex"),
     "consistency": ("mse", "kl"),

@@ -17,7 +17,8 @@ from ..config import Config
 from ..errors import UserError
 from ..torch_utils import eval_mode
 from .base import Algorithm, StepContext, StepOutput, register
-from .meta_gradient import correct_pseudo_labels, fd_pseudo_labels, meta_gradient, resolve_method, unlabeled_loss
+from .meta_gradient import (correct_pseudo_labels, fd_pseudo_labels, head_pseudo_labels, meta_gradient,
+                            resolve_method, unlabeled_loss)
 
 
 class MetaSSL(Algorithm):
@@ -28,8 +29,8 @@ class MetaSSL(Algorithm):
 
     def __init__(self, meta: bool, mixup: bool, *, eps_scale: float, meta_method: str = "fd", meta_phi: str = "mse",
                  projection: str = "relu", consistency: str = "mse",
-                 mixup_gamma: float = 1.0, fused: bool = True, batched: bool = False) -> None:
-        self.meta, self.mixup, self.fused, self.batched = meta, mixup, fused, batched
+                 mixup_gamma: float = 1.0, fused: bool = True, batched: bool = False, params: str = "all") -> None:
+        self.meta, self.mixup, self.fused, self.batched, self.params = meta, mixup, fused, batched, params
         self.meta_method, self.meta_phi, self.eps_scale = meta_method, meta_phi, eps_scale
         self.projection, self.consistency, self.mixup_gamma = projection, consistency, mixup_gamma
 
@@ -42,12 +43,15 @@ class MetaSSL(Algorithm):
                             f"meta-gradient is that of the consistency loss, so set both to mse or both to kl")
         return cls(cls.meta, cls.mixup, eps_scale=cfg.eps_scale, meta_method=cfg.meta_method, meta_phi=cfg.meta_phi,
                    projection=cfg.projection, consistency=cfg.consistency, mixup_gamma=cfg.mixup_gamma,
-                   fused=cfg.meta_fused, batched=cfg.meta_batched)
+                   fused=cfg.meta_fused, batched=cfg.meta_batched, params=cfg.meta_params)
 
     def pseudo_labels(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
         """(y~, y^): the plain predictions (Eq. 2) and, with `meta`, their correction (Eq. 6)."""
         x_lb, y_lb, x_ulb = batch.x_lb, batch.y_lb, batch.x_ulb[0]
-        if self.meta and resolve_method(model, self.meta_method) == "fd" and self.fused:
+        if self.meta and self.params == "head":
+            # g_l and the virtual step on the head only: exact (no eps), two eval-mode body forwards, no backward
+            y_tilde, grad_y = head_pseudo_labels(model, x_lb, y_lb, x_ulb, phi=self.meta_phi, reduce=ctx.reduce_grad)
+        elif self.meta and resolve_method(model, self.meta_method) == "fd" and self.fused:
             # y~ (Eq. 2) as the mean of the two perturbed forwards (O(eps^2) from the plain forward): one pass fewer
             y_tilde, grad_y = fd_pseudo_labels(model, x_lb, y_lb, x_ulb, phi=self.meta_phi, eps_scale=self.eps_scale,
                                                batched=self.batched, reduce=ctx.reduce_grad)
