@@ -51,6 +51,14 @@ def test_bench_writes_tables_and_skips_finished_runs(tmp_path):
     assert " ± " in md and "## Cost per run" in md and md.count("| `supervised` |") == 2
     assert all("trained" in line for line in logs)
     assert "## Curves (first seed)" in md and (tmp_path / "plots" / "test_error.png").read_bytes()[:4] == b"\x89PNG"
+    # time-to-accuracy: training seconds per row, the seconds to the suite's target read off metrics.jsonl
+    assert all(float(r["train_seconds"]) > 0 for r in table)
+    for r in table:
+        evals = [json.loads(l) for l in (tmp_path / f"{r['algorithm']}-s{r['seed']}" / "metrics.jsonl").read_text()
+                 .splitlines() if '"eval"' in l]
+        hit = [e["train_seconds"] for e in evals if e["test_error"] <= bench.TARGET_ERROR["fmnist-1000"]]
+        assert r["seconds_to_target"] == (str(round(hit[0], 1)) if hit else "")
+    assert "training s to 15 % test error" in md and "time_to_error.png" in md
 
     before = (tmp_path / "supervised-s0" / "results.json").read_text()
     logs.clear()

@@ -31,6 +31,8 @@ SUITES: dict[str, dict[str, Any]] = {
     "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000),
     "fmnist-100": dict(dataset="fashion-mnist", num_labels=100),
 }
+# Time-to-accuracy: each row reports the training seconds to the first evaluation at or below this test error (%).
+TARGET_ERROR = {"fmnist-1000": 15.0, "fmnist-100": 25.0}
 # Iteration budgets. FULL: sized so that the 14 default entries x 3 seeds of fmnist-1000 fit in ~2 h on
 # 2 CPU cores (measured step costs and the arithmetic: docs/ALGORITHMS.md); 5 evaluations per run, the
 # fewest that give the median of the last 5; warm-up and consistency ramp 10% of the run, the proportion
@@ -57,7 +59,7 @@ COMPARISON = {
 ABLATION = {name: (row.meta, row.mixup) for name, row in ROWS.items()}   # (meta-gradient, mixup) per row
 DEFAULT_ALGORITHMS = [n for n in COMPARISON if n != "metamixup"] + list(ABLATION)
 CSV_COLUMNS = ("algorithm", "seed", "num_labels", "test_error", "test_error_median_last5", "wall_seconds",
-               "images_per_second")
+               "images_per_second", "train_seconds", "seconds_to_target")
 
 
 def run_config(suite: str, name: str, seed: int, quick: bool, overrides: dict[str, Any]) -> Config:
@@ -132,7 +134,9 @@ def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str]
         rows.append({"algorithm": name, "seed": seed, "num_labels": res["num_labels"],
                      "test_error": round(res["test_error"], 4),
                      "test_error_median_last5": round(res["test_error_median_last5"], 4),
-                     "wall_seconds": res["wall_seconds"], "images_per_second": res["images_per_second"]})
+                     "wall_seconds": res["wall_seconds"], "images_per_second": res["images_per_second"],
+                     "train_seconds": res.get("train_seconds", ""),
+                     "seconds_to_target": seconds_to(out / f"{name}-s{seed}", TARGET_ERROR[suite])})
         log(f"[{i}/{len(configs)}] {name} seed {seed}: {done}, test error {res['test_error']:.2f}% "
             f"(median of last 5: {res['test_error_median_last5']:.2f}%), {res['wall_seconds']:.0f} s; "
             f"bench {time.perf_counter() - t0:.0f} s so far")
@@ -182,9 +186,31 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cost_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| algorithm | seed | wall s | images/s |", "|---|---|---|---|"]
-    lines += [f"| `{r['algorithm']}` | {r['seed']} | {float(r['wall_seconds']):.0f} | {float(r['images_per_second']):.0f} |"
+def _num(v: Any) -> str:
+    return f"{float(v):.0f}" if v not in ("", None) else "-"
+
+
+def _never(row: dict[str, Any]) -> str:
+    return "not reached" if row.get("train_seconds") not in ("", None) else "-"
+
+
+def seconds_to(run_dir: Path, target: float) -> float | str:
+    """Training seconds until the run's test error first reached `target` %, or "" (never, or untimed records)."""
+    from .plot import read_metrics, time_to_error
+
+    try:
+        hit = time_to_error(read_metrics(run_dir), target)
+    except UserError:
+        return ""
+    return round(hit[0], 1) if hit else ""
+
+
+def cost_table(rows: list[dict[str, Any]], target: float) -> str:
+    lines = [f"| algorithm | seed | wall s | training s | images/s | training s to {target:g} % test error |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| `{r['algorithm']}` | {r['seed']} | {float(r['wall_seconds']):.0f} | "
+              f"{_num(r.get('train_seconds'))} | {float(r['images_per_second']):.0f} | "
+              f"{_num(r.get('seconds_to_target')) if r.get('seconds_to_target') not in ('', None) else _never(r)} |"
               for r in rows]
     return "\n".join(lines)
 
@@ -219,9 +245,11 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
             f"(docs/ALGORITHMS.md). No model selection on the test set.", "",
             "## Comparison (error %, mean ± std over seeds)", "", comparison_table(rows, suite), "",
             "## Ablation: meta-gradient x mixup (error %, mean ± std over seeds)", "", ablation_table(rows), "",
-            "## Cost per run", "", cost_table(rows), ""]
+            "## Cost per run", "", cost_table(rows, TARGET_ERROR[suite]), ""]
     if (out / "plots" / "test_error.png").exists():
         text += ["## Curves (first seed)", "", "![test error](plots/test_error.png)", "", "![losses](plots/losses.png)", ""]
+        if (out / "plots" / "time_to_error.png").exists():
+            text += ["![test error vs training seconds and images seen](plots/time_to_error.png)", ""]
         if (out / "plots" / "pseudo_labels.png").exists():
             text += ["![pseudo-label quality](plots/pseudo_labels.png)", ""]
     atomic_write_text(out / "summary.md", "\n".join(text))
