@@ -35,6 +35,7 @@ def write_tiny_npz(path: Path, data: ImageData | None = None, **extra: np.ndarra
 
 
 TINY_CLASSES = 4
+TINY_UNLABELED = 32       # pool size in tiny_context; tiny_batch's images sit at positions 0..n-1
 
 
 def tiny_net():
@@ -55,12 +56,13 @@ def tiny_batch(algo, n: int = 8, seed: int = 1):
     y_lb = torch.randint(0, TINY_CLASSES, (n,), generator=g)
     base = torch.randn(n, 1, 6, 6, generator=g)
     x_ulb = [base + 0.1 * torch.randn(n, 1, 6, 6, generator=g) for _ in algo.views]
-    return Batch(x_lb, y_lb, x_ulb, torch.randint(0, TINY_CLASSES, (n,), generator=g))
+    return Batch(x_lb, y_lb, x_ulb, torch.randint(0, TINY_CLASSES, (n,), generator=g), torch.arange(n))
 
 
 def tiny_context(weight: float = 1.0, beta: float = 0.05, iteration: int = 10, lr: float = 0.05):
     from metassl.algorithms import StepContext
-    return StepContext(iteration, lr=lr, beta=beta, consistency_weight=weight, num_classes=TINY_CLASSES)
+    return StepContext(iteration, lr=lr, beta=beta, consistency_weight=weight, num_classes=TINY_CLASSES,
+                       num_unlabeled=TINY_UNLABELED)
 
 
 def run_step(algo, model, batch, ctx):

@@ -26,8 +26,8 @@ from tests.conftest import TINY_CLASSES, make_tiny_data, run_step, tiny_batch, t
 from tests.conftest import tiny_context as ctx
 
 C = TINY_CLASSES   # classes of the tiny problems (conftest.tiny_net, tiny_batch)
-SSL = ["pimodel", "meanteacher", "vat", "pseudolabel", "mixmatch", "fixmatch", "metafixmatch",
-       "neither", "meta", "mixup", "metamixup"]
+SSL = ["pimodel", "meanteacher", "vat", "pseudolabel", "mixmatch", "fixmatch", "flexmatch", "freematch", "softmatch",
+       "metafixmatch", "neither", "meta", "mixup", "metamixup"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: two threads spin against other jobs

@@ -18,3 +18,4 @@ class Batch:
     y_lb: Tensor                     # (B_l,) int64 labels
     x_ulb: list[Tensor]              # the unlabeled views the algorithm asked for, each (B_u, C, H, W)
     y_ulb: Tensor | None = None      # (B_u,) true labels of the unlabeled images, diagnostics only: never in a loss
+    idx_ulb: Tensor | None = None    # (B_u,) int64 positions of the unlabeled images in the unlabeled pool (per-image state: FlexMatch)

@@ -351,7 +351,7 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     for it in range(run.start, cfg.iterations):
         t_step = time.perf_counter()
         ctx = StepContext(it, lr_at(it, cfg), beta_at(it, cfg), consistency_weight_at(it, cfg), len(run.dd.classes),
-                          reduce)
+                          reduce, num_unlabeled=len(run.dd.unlabeled))
         batch = next(batches)
         out = train_step(run.model, run.opt, run.algo, batch, ctx, autocast=autocast, d=d, sync_bn=cfg.sync_bn,
                          ema=run.ema, ema_decay=cfg.ema)

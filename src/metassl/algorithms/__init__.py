@@ -5,8 +5,9 @@
 """
 from ..batch import Batch
 from .base import ALGORITHMS, Algorithm, StepContext, StepOutput, build_algorithm, register
-from . import (fixmatch, fully_supervised, meanteacher, meta_gradient, metafixmatch, metamixup,  # noqa: F401
-               mixmatch, pimodel, pseudolabel, supervised, vat)                                  # (registration)
+from . import (fixmatch, flexmatch, freematch, fully_supervised, meanteacher, meta_gradient,  # noqa: F401
+               metafixmatch, metamixup, mixmatch, pimodel, pseudolabel, softmatch, supervised,    # (registration)
+               vat)
 
 __all__ = ["ALGORITHMS", "Algorithm", "Batch", "StepContext", "StepOutput", "build_algorithm", "register",
            "meta_gradient"]

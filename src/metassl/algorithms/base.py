@@ -31,6 +31,7 @@ class StepContext:
     consistency_weight: float        # w(t), ramped
     num_classes: int
     reduce_grad: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None  # local g_l -> global (torchrun)
+    num_unlabeled: int = 0           # images in the unlabeled pool (Batch.idx_ulb < this); 0 = unknown
 
 
 @dataclass

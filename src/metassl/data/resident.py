@@ -57,25 +57,26 @@ class DeviceData:
         x = normalize(x, self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def batch(self, idx_lb: Tensor, idx_ulb: Tensor | None, views: tuple[str, ...]) -> Batch:
+    def batch(self, idx_lb: Tensor, idx_ulb: Tensor | None, views: tuple[str, ...], pos_ulb: Tensor | None = None) -> Batch:
         dev = self.x_train.device
         idx_lb = idx_lb.to(dev, non_blocking=True)
-        x_ulb, y_ulb = [], None
+        x_ulb, y_ulb, pos = [], None, None
         if idx_ulb is not None and views:
             idx_ulb = idx_ulb.to(dev, non_blocking=True)
             raw = self.x_train[idx_ulb]
             x_ulb = [self.view(raw, v) for v in views]
             y_ulb = self.y_train[idx_ulb]
-        return Batch(self.view(self.x_train[idx_lb], "weak"), self.y_train[idx_lb], x_ulb, y_ulb)
+            pos = None if pos_ulb is None else pos_ulb.to(dev, non_blocking=True)
+        return Batch(self.view(self.x_train[idx_lb], "weak"), self.y_train[idx_lb], x_ulb, y_ulb, pos)
 
     def batches(self, start: int, end: int, views: tuple[str, ...], batch_size: int, unlabeled_batch_size: int,
                 seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         """The batches of iterations start..end-1 (this rank's shard of each global batch)."""
         for it in range(start, end):
             idx_lb = batch_indices(it, self.labeled, batch_size, seed, rank, world)
-            idx_ulb = (batch_indices(it, self.unlabeled, unlabeled_batch_size, seed + 1, rank, world)
-                       if views and len(self.unlabeled) else None)
-            yield self.batch(idx_lb, idx_ulb, views)
+            pos_ulb = (batch_indices(it, torch.arange(len(self.unlabeled)), unlabeled_batch_size, seed + 1, rank, world)
+                       if views and len(self.unlabeled) else None)     # positions in the unlabeled pool
+            yield self.batch(idx_lb, None if pos_ulb is None else self.unlabeled[pos_ulb], views, pos_ulb)
 
     def eval_batches(self, split: str, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
         """This rank's contiguous shard of 'test' or 'val' as (normalised images, labels) chunks, not augmented
