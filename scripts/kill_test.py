@@ -21,6 +21,15 @@ When an interrupted run finishes, its final weights (the `model`, `ema` and `opt
 must equal those of the uninterrupted reference run exactly. If trials remain, a new interrupted run
 starts. The last line printed is the summary; the exit status is 0 only if every trial survived.
 
+With `--procs N` (N > 1) every run goes through torchrun's elastic agent instead:
+`python -m torch.distributed.run --standalone --nproc-per-node N --max-restarts 3 -m metassl train ...`.
+Each SIGKILL hits one worker (a random rank) of the current attempt, the agent restarts the whole group,
+and the restarted group continues the run by itself (no `--resume` typed): up to 3 kills per torchrun
+command, one per attempt, and its last attempt runs to the end. The reference is an uninterrupted
+N-process run; the comparison is the same.
+
+    python scripts/kill_test.py --procs 2 --trials 10 --seed 1     # ~5-10 minutes on 2 CPU cores
+
 Data: a synthetic .npz (200 16x16 grey images + 50 test, 4 classes), model=cnn, metamixup, 60
 iterations, checkpoint_every=1, device=cpu, threads=1 (deterministic on CPU).
 """
@@ -40,6 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCESS_TIMEOUT_S = 300
+MAX_RESTARTS = 3                 # torchrun --max-restarts (--procs > 1): kills per torchrun command
 
 
 def make_data(path: Path) -> None:
@@ -67,6 +77,37 @@ def overrides(data: Path, iterations: int) -> list[str]:
 
 def metassl(*args: str) -> list[str]:
     return [sys.executable, "-m", "metassl", *args]
+
+
+def torchrun(procs: int, restarts: int, *args: str) -> list[str]:
+    """`metassl ...` under torchrun's elastic agent (one node, a fresh rendezvous id per command)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
+            f"--max-restarts={restarts}", "-m", "metassl", *args]
+
+
+def workers(launcher: int) -> dict[int, tuple[int, int]]:
+    """The worker processes torchrun (pid `launcher`) runs now: pid -> (rank, attempt), from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) != launcher or stat.rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            env = dict(kv.split("=", 1) for kv in (entry / "environ").read_text().split("\0") if "=" in kv)
+            found[int(entry.name)] = (int(env["RANK"]), int(env["TORCHELASTIC_RESTART_COUNT"]))
+        except (OSError, ValueError, KeyError, IndexError):
+            continue                    # gone meanwhile, or not a worker
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie that finished on its own."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def env() -> dict[str, str]:
@@ -106,11 +147,15 @@ def classify(run: Path, at_start: tuple[int, int] | None) -> str:
     return "between-checkpoints"
 
 
-def wait_and_kill(proc: subprocess.Popen, run: Path, mode: str, k: int, delay: float) -> bool:
-    """Kill `proc` per `mode` once it has written k checkpoints; False if it finished on its own first."""
+def wait_and_kill(proc: subprocess.Popen, run: Path, mode: str, k: int, delay: float, victim: int | None = None) -> bool:
+    """Kill `proc` (or its worker `victim`) per `mode` once k checkpoints have been written; False if it
+    finished on its own first."""
+    def done() -> bool:
+        return proc.poll() is not None or victim is not None and not alive(victim)
+
     def sleep_until(deadline: float) -> bool:
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if done():
                 return False
             time.sleep(0.002)
         return True
@@ -122,7 +167,7 @@ def wait_and_kill(proc: subprocess.Popen, run: Path, mode: str, k: int, delay: f
     else:
         seen, written = identity(run / "last.pt"), 0
         while written < k or mode == "after-save" and written <= k:
-            if proc.poll() is not None or time.monotonic() > give_up:
+            if done() or time.monotonic() > give_up:
                 return False
             now = identity(run / "last.pt")
             if now is not None and now != seen:
@@ -131,12 +176,28 @@ def wait_and_kill(proc: subprocess.Popen, run: Path, mode: str, k: int, delay: f
         if mode == "random" and not sleep_until(time.monotonic() + delay):
             return False
         while mode == "checkpoint" and not (run / "last.pt.tmp").exists():
-            if proc.poll() is not None or time.monotonic() > give_up:
+            if done() or time.monotonic() > give_up:
                 return False
             time.sleep(0.0002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    if victim is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return True
+    if not alive(victim):
+        return False
+    os.kill(victim, signal.SIGKILL)
     return True
+
+
+def find_worker(proc: subprocess.Popen, rank: int, attempt: int) -> tuple[int, int] | None:
+    """(pid, attempt) of worker `rank` of the first attempt >= `attempt` to start; None if torchrun ended."""
+    give_up = time.monotonic() + PROCESS_TIMEOUT_S
+    while proc.poll() is None and time.monotonic() < give_up:
+        for pid, (r, a) in workers(proc.pid).items():
+            if r == rank and a >= attempt:
+                return pid, a
+        time.sleep(0.002)
+    return None
 
 
 def compare(ref: Path, run: Path) -> list[str]:
@@ -181,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", help="where runs go (default: a temporary folder, removed afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--json", help="also write the counts to this JSON file")
+    ap.add_argument("--procs", type=int, default=1,
+                    help=f"processes; > 1 runs under torchrun --max-restarts {MAX_RESTARTS} and kills one worker")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="metassl-kill-"))
@@ -199,90 +262,159 @@ def _run(args: argparse.Namespace, rng: random.Random, work: Path) -> int:
     ref = work / "reference"
     shutil.rmtree(ref, ignore_errors=True)
     t0 = time.monotonic()
-    proc = subprocess.Popen(metassl("train", *cfg, "--out", str(ref), "--quiet"), env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    train = ["train", *cfg, "--out", str(ref), "--quiet"]
+    log = open(work / "reference.log", "w+")
+    proc = subprocess.Popen(metassl(*train) if args.procs == 1 else torchrun(args.procs, 0, *train), env=env(),
+                            stdout=subprocess.DEVNULL, stderr=log, text=True)
     first_ckpt = None
     while proc.poll() is None:
         if first_ckpt is None and (ref / "last.pt").exists():
             first_ckpt = time.monotonic() - t0
         time.sleep(0.005)
     if proc.returncode != 0:
-        print(f"kill_test: the reference run failed (exit {proc.returncode}): {proc.stderr.read()[-2000:]}")
+        log.seek(0)
+        print(f"kill_test: the reference run failed (exit {proc.returncode}): {log.read()[-2000:]}")
         return 1
     t_total = time.monotonic() - t0
     t_start = first_ckpt or t_total / 2
     t_train = max(0.5, t_total - t_start)
     print(f"kill_test: reference run {t_total:.1f} s (first checkpoint after {t_start:.1f} s)", flush=True)
 
-    modes = ["random", "checkpoint", "after-save", "startup", "checkpoint"]
-    t_iter = t_train / args.iterations
-    kills, where, fell_back, restarts, forced, chains, failures = 0, {}, 0, 0, 0, 0, []
-    outcomes: list[tuple[int, bool]] = []      # (kills in the interrupted run, bit-identical at the end)
-    while kills < args.trials:
-        chains += 1
-        run = work / f"interrupted{chains}"
+    k = Kills(args, rng, cfg, t_start, t_train / args.iterations)
+    while k.kills < args.trials:
+        k.chains += 1
+        run = work / f"interrupted{k.chains}"
         shutil.rmtree(run, ignore_errors=True)
-        cmd = metassl("train", *cfg, "--out", str(run), "--quiet")
+        n_chain, failure = (k.single_chain(run) if args.procs == 1 else k.torchrun_chain(run, work))
+        if failure is None:
+            problems = compare(ref, run)
+            failure = f"run {k.chains} ({n_chain} kills): " + "; ".join(problems) if problems else None
+        if failure:
+            k.failures.append(failure)
+        k.outcomes.append((n_chain, not k.failures))
+        if k.failures:
+            break
+
+    survived = sum(n for n, ok in k.outcomes if ok)
+    survived_chains = sum(ok for _, ok in k.outcomes)
+    records = len((ref / "metrics.jsonl").read_text().splitlines())
+    evals = sum('"kind": "eval"' in l for l in (ref / "metrics.jsonl").read_text().splitlines())
+    test_error = json.loads((ref / "results.json").read_text())["test_error"]
+    counts = {"trials": k.kills, "survived": survived, "where": k.where, "prev_pt_fallbacks": k.fell_back,
+              "restarted_with_force": k.forced, "processes_started": k.restarts, "interrupted_runs": k.chains,
+              "identical_runs": survived_chains, "records_compared": records, "eval_records": evals,
+              "test_error": test_error, "failures": k.failures, "iterations": args.iterations, "seed": args.seed,
+              "procs": args.procs, "killed_ranks": k.ranks, "extra_restarts": k.extra_restarts}
+    if args.json:
+        Path(args.json).write_text(json.dumps(counts, indent=1))
+    for f in k.failures:
+        print(f"kill_test: FAILED {f}")
+    spots = ", ".join(f"{v} {w}" for w, v in sorted(k.where.items()))
+    how = (f"{k.fell_back} resumes fell back to prev.pt, {k.forced} runs killed before their first checkpoint "
+           f"restarted with --force" if args.procs == 1 else
+           f"{args.procs} processes under torchrun --max-restarts {MAX_RESTARTS}; killed rank "
+           + ", ".join(f"{r}: {n}" for r, n in sorted(k.ranks.items()))
+           + f"; {k.fell_back} resumes fell back to prev.pt, {k.extra_restarts} restarts beyond one per kill")
+    print(f"kill_test: {survived}/{k.kills} trials survived ({spots}; {how}); "
+          f"{survived_chains}/{k.chains} interrupted runs bit-identical to the uninterrupted one "
+          f"(last.pt model/ema/optimizer, {records} metrics.jsonl records incl. {evals} evals, "
+          f"results.json test_error {test_error:.2f}%)")
+    return 0 if not k.failures and survived == k.kills and k.kills >= args.trials else 1
+
+
+class Kills:
+    """The kill schedule and what the kills found, over all interrupted runs."""
+
+    MODES = ["random", "checkpoint", "after-save", "startup", "checkpoint"]
+
+    def __init__(self, args: argparse.Namespace, rng: random.Random, cfg: list[str], t_start: float,
+                 t_iter: float) -> None:
+        self.args, self.rng, self.cfg, self.t_start, self.t_iter = args, rng, cfg, t_start, t_iter
+        self.kills, self.chains, self.restarts, self.fell_back, self.forced, self.extra_restarts = 0, 0, 0, 0, 0, 0
+        self.where: dict[str, int] = {}
+        self.ranks: dict[int, int] = {}
+        self.failures: list[str] = []
+        self.outcomes: list[tuple[int, bool]] = []      # (kills in the interrupted run, bit-identical at the end)
+
+    def plan(self, run: Path) -> tuple[str, int, float]:
+        """The next kill: its mode, checkpoints to wait for, and delay."""
+        mode = self.MODES[self.kills % len(self.MODES)]
+        k = self.rng.randint(0, max(1, (self.args.iterations - progress(run)) // 3))
+        return mode, k, self.rng.uniform(0, self.t_start if mode == "startup" else self.t_iter)
+
+    def landed(self, run: Path, at_start: tuple[int, int] | None, mode: str, who: str = "") -> None:
+        self.kills += 1
+        spot = classify(run, at_start)
+        self.where[spot] = self.where.get(spot, 0) + 1
+        print(f"kill_test: trial {self.kills}: SIGKILL ({mode}){who} landed {spot} at iteration ~{progress(run)}",
+              flush=True)
+
+    def single_chain(self, run: Path) -> tuple[int, str | None]:
+        """One process, killed and restarted with `metassl train --resume DIR` until it finishes."""
+        cmd = metassl("train", *self.cfg, "--out", str(run), "--quiet")
         n_chain = 0
         while True:
             proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            restarts += 1
+            self.restarts += 1
             at_start = identity(run / "last.pt")
-            mode = modes[kills % len(modes)] if kills < args.trials else None
-            k = rng.randint(0, max(1, (args.iterations - progress(run)) // 3))
-            delay = rng.uniform(0, t_start if mode == "startup" else t_iter)
-            killed = mode is not None and wait_and_kill(proc, run, mode, k, delay)
-            if killed:
-                kills += 1
+            mode = None
+            if self.kills < self.args.trials:
+                mode, k, delay = self.plan(run)
+            if mode is not None and wait_and_kill(proc, run, mode, k, delay):
                 n_chain += 1
-                spot = classify(run, at_start)
-                where[spot] = where.get(spot, 0) + 1
+                self.landed(run, at_start, mode)
                 proc.stderr.close()
-                print(f"kill_test: trial {kills}: SIGKILL ({mode}) landed {spot} at iteration ~{progress(run)}",
-                      flush=True)
                 resumable = (run / "config.json").exists() and any((run / n).exists() for n in ("last.pt", "prev.pt"))
                 cmd = (metassl("train", "--resume", str(run), "--quiet") if resumable
-                       else metassl("train", *cfg, "--out", str(run), "--quiet", "--force"))
-                forced += not resumable
+                       else metassl("train", *self.cfg, "--out", str(run), "--quiet", "--force"))
+                self.forced += not resumable
                 continue
             try:
                 _, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                failures.append(f"run {chains}: a process hung")
-                break
-            fell_back += err.count("resuming from prev.pt")
+                return n_chain, f"run {self.chains}: a process hung"
+            self.fell_back += err.count("resuming from prev.pt")
             if proc.returncode != 0:
-                failures.append(f"run {chains}: exit {proc.returncode}: {err.strip()[-500:]}")
-                break
-            problems = compare(ref, run)
-            if problems:
-                failures.append(f"run {chains} ({n_chain} kills): " + "; ".join(problems))
-            break
-        outcomes.append((n_chain, not failures))
-        if failures:
-            break
+                return n_chain, f"run {self.chains}: exit {proc.returncode}: {err.strip()[-500:]}"
+            return n_chain, None
 
-    survived = sum(n for n, ok in outcomes if ok)
-    survived_chains = sum(ok for _, ok in outcomes)
-    records = len((ref / "metrics.jsonl").read_text().splitlines())
-    evals = sum('"kind": "eval"' in l for l in (ref / "metrics.jsonl").read_text().splitlines())
-    test_error = json.loads((ref / "results.json").read_text())["test_error"]
-    counts = {"trials": kills, "survived": survived, "where": where, "prev_pt_fallbacks": fell_back,
-              "restarted_with_force": forced, "processes_started": restarts, "interrupted_runs": chains, "identical_runs": survived_chains,
-              "records_compared": records, "eval_records": evals, "test_error": test_error, "failures": failures,
-              "iterations": args.iterations, "seed": args.seed}
-    if args.json:
-        Path(args.json).write_text(json.dumps(counts, indent=1))
-    for f in failures:
-        print(f"kill_test: FAILED {f}")
-    spots = ", ".join(f"{v} {k}" for k, v in sorted(where.items()))
-    print(f"kill_test: {survived}/{kills} trials survived ({spots}; {fell_back} resumes fell back to prev.pt, "
-          f"{forced} runs killed before their first checkpoint restarted with --force); "
-          f"{survived_chains}/{chains} interrupted runs bit-identical to the uninterrupted one "
-          f"(last.pt model/ema/optimizer, {records} metrics.jsonl records incl. {evals} evals, "
-          f"results.json test_error {test_error:.2f}%)")
-    return 0 if not failures and survived == kills and kills >= args.trials else 1
+    def torchrun_chain(self, run: Path, work: Path) -> tuple[int, str | None]:
+        """One torchrun command: a random worker of each attempt killed (up to MAX_RESTARTS), the agent
+        restarts the group, which continues the run by itself; the last attempt runs to the end."""
+        log_path = work / f"interrupted{self.chains}.log"
+        log = open(log_path, "w")
+        proc = subprocess.Popen(torchrun(self.args.procs, MAX_RESTARTS, "train", *self.cfg, "--out", str(run), "--quiet"),
+                                env=env(), stdout=subprocess.DEVNULL, stderr=log, text=True)
+        n_chain, attempt, extra = 0, 0, 0
+        while n_chain < MAX_RESTARTS and self.kills < self.args.trials:
+            rank = self.rng.randrange(self.args.procs)
+            found = find_worker(proc, rank, attempt)
+            if found is None:
+                break
+            pid, started = found
+            extra += started - attempt                   # an attempt that failed without our kill
+            self.restarts += 1
+            at_start = identity(run / "last.pt")
+            mode, k, delay = self.plan(run)
+            if not wait_and_kill(proc, run, mode, k, delay, victim=pid):
+                break
+            n_chain += 1
+            self.ranks[rank] = self.ranks.get(rank, 0) + 1
+            self.landed(run, at_start, mode, f" of rank {rank} (attempt {started})")
+            attempt = started + 1
+        try:
+            proc.wait(timeout=PROCESS_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return n_chain, f"run {self.chains}: torchrun hung (log: {log_path})"
+        log.close()
+        err = log_path.read_text(errors="replace")
+        self.fell_back += err.count("resuming from prev.pt")
+        self.extra_restarts += max(extra, err.count("metassl: torchrun restart ") - n_chain)
+        if proc.returncode != 0:
+            return n_chain, f"run {self.chains}: torchrun exit {proc.returncode} after {n_chain} kills (log: {log_path})"
+        return n_chain, None
 
 
 if __name__ == "__main__":

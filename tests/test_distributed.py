@@ -1,10 +1,14 @@
-"""torchrun on CPU (gloo): 2 processes with B/2 each compute what 1 process with B computes; resume works."""
+"""torchrun on CPU (gloo): 2 processes with B/2 each compute what 1 process with B computes; resume works,
+and a worker SIGKILLed under `torchrun --max-restarts` is survived bit-identically."""
+import importlib.util
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +19,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 # mlp: no dropout; sync_bn: global BatchNorm statistics; meta (Alg. 1): no mixup randomness; no augmentation
 ARGS = ["model=mlp", "sync_bn=true", "algorithm=meta", "translate=0", "flip=false", "device=cpu", "threads=1",
-        "num_labels=40", "batch_size=16", "iterations=8", "eval_every=4", "checkpoint_every=4", "log_every=2",
+        "num_labels=40", "batch_size=16", "iterations=8", "eval_every=4", "checkpoint_every=1", "log_every=2",
         "warmup=2", "consistency_rampup=0", "lr=0.05", "beta_schedule=constant", "beta=0.5"]
 
 
@@ -62,9 +66,42 @@ def test_two_processes_with_half_batches_equal_one_process(runs):
 def test_two_process_run_resumes_from_its_checkpoint(runs):
     cut = runs / "cut"
     shutil.copytree(runs / "two", cut)
-    shutil.copy(cut / "prev.pt", cut / "last.pt")      # as if killed right after the iteration-4 checkpoint
+    shutil.copy(cut / "prev.pt", cut / "last.pt")      # as if killed right after the iteration-7 checkpoint
     (cut / "results.json").unlink()
     run(["--resume", str(cut), "--quiet"], 2)
     full, resumed = weights(runs / "two"), weights(cut)
     for k in full:
         torch.testing.assert_close(resumed[k], full[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def kill_test():
+    """scripts/kill_test.py as a module (its torchrun command, worker lookup, kill and comparison)."""
+    spec = importlib.util.spec_from_file_location("kill_test", Path(__file__).resolve().parents[1] / "scripts" / "kill_test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow                      # ~30 s on 2 busy cores: two starts of 2 workers each
+def test_a_worker_killed_under_torchrun_max_restarts_finishes_bit_identically(runs):
+    """SIGKILL one worker (random rank, after a random number of checkpoints, half the time while rank 0
+    writes one) under `torchrun --max-restarts 3`: the agent restarts the group, which continues the run by
+    itself; weights, optimizer, metrics and test error equal the uninterrupted 2-process run's exactly."""
+    kt = kill_test()
+    seed = random.randrange(10 ** 6)
+    rng = random.Random(seed)
+    rank, k, mode = rng.randrange(2), rng.randint(0, 4), rng.choice(["checkpoint", "after-save"])
+    out = runs / f"killed-{seed}"
+    with open(runs / f"killed-{seed}.log", "w+") as log:
+        proc = subprocess.Popen(kt.torchrun(2, 3, "train", *ARGS, f"dataset={runs / 'tiny.npz'}", "--quiet", "--out",
+                                            str(out)), env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                stdout=subprocess.DEVNULL, stderr=log, text=True)
+        pid, _ = kt.find_worker(proc, rank, 0)
+        killed = kt.wait_and_kill(proc, out, mode, k, 0.0, victim=pid)
+        proc.wait(timeout=240)
+        log.seek(0)
+        err = log.read()
+    why = f"seed {seed}: rank {rank} killed ({mode}) after {k} checkpoints; {err[-3000:]}"
+    assert killed and proc.returncode == 0, why
+    assert "metassl: torchrun restart 1: continuing the run" in err, why
+    assert kt.compare(runs / "two", out) == [], why

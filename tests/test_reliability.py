@@ -363,3 +363,71 @@ def test_nan_between_checkpoints_is_never_saved(tmp_path):
     with pytest.raises(UserError, match=r"diverged at iteration 7: loss.* stopped at iteration 10 .*iteration 5\)"):
         train(cfg, tmp_path / "run", model=NaNAfter(), data=make_tiny_data(), quiet=True)
     assert _finite_checkpoint(tmp_path / "run") == 5
+
+
+# ----------------------------------------------------------------------------- torchrun restarts (in process)
+
+@pytest.fixture
+def torchrun_env(monkeypatch):
+    """This process as a worker of torchrun launch `job` (one process); returns a setter for the restart count."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+    def attempt(n: int, run_id: str = "job") -> None:
+        monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", str(n))
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", run_id)
+    return attempt
+
+
+def test_a_torchrun_restart_continues_its_run_exactly_past_a_torn_metrics_line(torchrun_env, tmp_path, capsys):
+    """torchrun re-runs the same command after a worker died: the run continues from its checkpoint (no
+    --resume typed), metrics.jsonl is cut back to it, a torn last line is dropped with a warning, and the end
+    is bit-identical to the uninterrupted run."""
+    cfg = build_config(None, None, TINY + LOG + ["iterations=10", "checkpoint_every=4"])
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    torchrun_env(0)
+    train(cfg, ref, data=make_tiny_data(), quiet=True)
+    shutil.copytree(ref, out)
+    shutil.copy(out / "prev.pt", out / "last.pt")                # killed after the iteration-8 checkpoint
+    (out / "results.json").unlink()
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"iteration": 11, "kind": "tra')                # a power loss mid-append
+    capsys.readouterr()
+    torchrun_env(1)
+    train(cfg, out, data=make_tiny_data(), quiet=True)
+    err = capsys.readouterr().err
+    assert f"torchrun restart 1: continuing the run in {out}" in err
+    assert re.search(r"metassl: warning: .*metrics.jsonl line 13 is not a whole record", err), err
+    assert_same_run(ref, out)
+
+
+def test_a_first_attempt_or_another_launch_still_refuses_an_existing_run(torchrun_env, tmp_path):
+    run = tmp_path / "run"
+    torchrun_env(0)
+    cfg = build_config(None, None, TINY + ["iterations=4", "checkpoint_every=2", "eval_every=4", "log_every=4"])
+    train(cfg, run, data=make_tiny_data(), quiet=True)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for restart, run_id in ((0, "job"), (1, "another-job")):     # a new command, or a restart of another launch
+        torchrun_env(restart, run_id)
+        with pytest.raises(UserError, match="already exists; pass --resume"):
+            train(cfg, run, data=make_tiny_data(), quiet=True)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    torchrun_env(1)                                              # its own launch with --force: continued, not cleared
+    train(cfg, run, data=make_tiny_data(), force=True, quiet=True)
+    assert checkpoint.load(run)["iteration"] == 4 and (run / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]
+
+
+def test_restarted_run_decides_from_the_launch_mark(tmp_path):
+    from metassl.safety import mark_launch, restarted_run
+
+    run = tmp_path / "run"
+    assert restarted_run(run, "job@h:1") == "new"                # never created
+    run.mkdir()
+    mark_launch(run, "job@h:1")
+    assert restarted_run(run, "job@h:1") == "start-over"         # killed before config.json: start it over
+    (run / "config.json").write_text("{}")
+    assert restarted_run(run, "job@h:1") == "resume"
+    assert restarted_run(run, "job@h:2") == restarted_run(run, None) == "new"   # another torchrun command
+    (run / "launch.json").write_text('{"torchrun": "job@h')     # torn mark: not ours
+    assert restarted_run(run, "job@h:1") == "new"

@@ -16,6 +16,7 @@ same code with 1 or N processes.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +45,51 @@ def setup(device: str) -> Dist:
         return Dist()
     if not dist.is_initialized():
         cuda = device != "cpu" and torch.cuda.is_available()
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        if launch_id() is not None and agents() == 1:
+            dist.init_process_group(backend="nccl" if cuda else "gloo", store=_attempt_store(),
+                                    rank=int(os.environ["RANK"]), world_size=world)
+        else:
+            dist.init_process_group(backend="nccl" if cuda else "gloo")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(local)
     return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+def restart_count() -> int:
+    """How often torchrun's elastic agent has restarted this worker group (`--max-restarts`); 0 outside torchrun."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+
+
+def agents() -> int:
+    """torchrun agents (nodes) in the job; 1 outside torchrun."""
+    return int(os.environ.get("GROUP_WORLD_SIZE") or 1)
+
+
+def launch_id() -> str | None:
+    """The torchrun launch this worker group belongs to, the same across the agent's restarts of it and
+    different for the next torchrun command; None outside torchrun. A multi-node job with a rendezvous id
+    (rank 0 may land on another node after a restart) is that id; otherwise also rank 0's agent: host and
+    pid of the torchrun process (the worker's parent), since `--rdzv-id` defaults to "none"."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id is None:
+        return None
+    if agents() > 1 and run_id != "none":
+        return run_id
+    return f"{run_id}@{socket.gethostname()}:{os.getppid()}"
+
+
+def _attempt_store() -> dist.Store:
+    """torchrun's key-value store under a prefix of its own for this attempt. The agent keeps one store for
+    all its restarts of the worker group, and torch (2.13) adds no per-attempt prefix: a restarted group could
+    read the dead group's gloo/nccl addresses and fail to connect ("connectFullMesh failed ... Connection
+    refused", pytorch/pytorch#135712), spending a restart on nothing. One agent only: the restart count is
+    the agent's own, and agents that were not the one to fail do not count a restart."""
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"    # else rank 0 hosts it
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+                          is_master=not agent_store and os.environ.get("RANK") == "0",
+                          timeout=dist.constants.default_pg_timeout, multi_tenant=True)
+    return dist.PrefixStore(f"metassl/attempt{restart_count()}/", store)
 
 
 def teardown(d: Dist) -> None:
@@ -101,6 +142,15 @@ def sum_all(values: Tensor, d: Dist) -> Tensor:
     if d.world > 1:
         dist.all_reduce(values)
     return values
+
+
+def broadcast_object(obj: Any, d: Dist) -> Any:
+    """Rank 0's `obj` on every process (other ranks pass anything): one decision, e.g. the checkpoint to resume."""
+    if d.world == 1:
+        return obj
+    box = [obj if d.main else None]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
 
 
 def gather_objects(obj: Any, d: Dist) -> list[Any]:

@@ -49,10 +49,23 @@ class Logger:
             pass
 
     def truncate_after(self, iteration: int) -> None:
-        """On resume: drop records written after the checkpoint being resumed from."""
-        if self.enabled and self.path.exists():
-            keep = [l for l in self.path.read_text().splitlines() if l and json.loads(l)["iteration"] <= iteration]
-            atomic_write_text(self.path, "".join(l + "\n" for l in keep))
+        """On resume: drop records written after the checkpoint being resumed from, and any line that is not a
+        whole record (a power loss can tear the last one mid-write), with a warning."""
+        if not (self.enabled and self.path.exists()):
+            return
+        keep, torn = [], []
+        for i, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+                if record is not None and record["iteration"] <= iteration:
+                    keep.append(line)
+            except (ValueError, TypeError, KeyError):
+                torn.append(i)
+        if torn:
+            many = len(torn) > 1
+            print(f"metassl: warning: {self.path} line{'s' * many} {', '.join(map(str, torn))} "
+                  f"{'are' if many else 'is'} not a whole record (torn by a crash mid-write?); dropped", file=sys.stderr)
+        atomic_write_text(self.path, "".join(l + "\n" for l in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -5,6 +5,7 @@ Used by the trainer (train.py); see docs/RELIABILITY.md for what is promised and
 from __future__ import annotations
 
 import functools
+import json
 import signal
 import threading
 from pathlib import Path
@@ -14,6 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from .errors import Interrupted, UserError
+from .files import atomic_write_text
+
+LAUNCH = "launch.json"   # which torchrun launch created the run directory (see restarted_run)
 
 
 class DivergenceWatch:
@@ -130,6 +134,26 @@ def open_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
     if resume:
         return
     if run_dir.exists() and any(run_dir.iterdir()):
-        for name in ("last.pt", "prev.pt", "metrics.jsonl", "results.json", "split.json", "config.json"):
+        for name in ("last.pt", "prev.pt", "metrics.jsonl", "results.json", "split.json", "config.json", LAUNCH):
             (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def mark_launch(run_dir: Path, launch: str | None) -> None:
+    """Record which torchrun launch created `run_dir` (written before config.json; nothing outside torchrun)."""
+    if launch is not None:
+        atomic_write_text(run_dir / LAUNCH, json.dumps({"torchrun": launch}))
+
+
+def restarted_run(run_dir: Path, launch: str | None) -> str:
+    """What a worker group that torchrun restarted does with `run_dir` (decided by rank 0):
+    'resume' the run this launch created there; 'start-over' when this launch created it but was killed
+    before config.json was written; 'new' when the run is not this launch's (none there, or one that the
+    first attempt refused: the usual --resume/--force rules apply)."""
+    try:
+        mine = launch is not None and json.loads((run_dir / LAUNCH).read_text()).get("torchrun") == launch
+    except (OSError, ValueError, AttributeError):
+        mine = False
+    if not mine:
+        return "new"
+    return "resume" if (run_dir / "config.json").exists() else "start-over"

@@ -19,6 +19,7 @@ import os
 import platform
 import signal
 import statistics
+import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -39,8 +40,8 @@ from .evaluate import error_counts
 from .files import atomic_write_text
 from .log import Logger, pseudo_label_quality
 from .models import build_model, check_model_name
-from .safety import (DivergenceWatch, StopSignals, check_run_dir, current_stop, nonfinite_weights, open_run_dir,
-                     stoppable)
+from .safety import (DivergenceWatch, StopSignals, check_run_dir, current_stop, mark_launch, nonfinite_weights,
+                     open_run_dir, restarted_run, stoppable)
 from .torch_utils import ema_update, resolve_device
 
 __all__ = ["train", "train_step", "lr_at", "beta_at", "consistency_weight_at", "resolve_device"]
@@ -144,6 +145,7 @@ class Run:
     opt: torch.optim.Optimizer
     logger: Logger
     stop: StopSignals
+    resume: bool = False             # continue the run in run_dir (--resume, or a torchrun restart of it)
     start: int = 0                   # first iteration of this session
     history: list[dict[str, Any]] = field(default_factory=list)   # every evaluation record so far
     elapsed: float = 0.0             # wall seconds of earlier sessions
@@ -171,6 +173,8 @@ def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData |
         check_run_dir(run_dir, resume, force)
         cfg = load_saved(run_dir / "config.json").resolved()
     d = distributed.setup(cfg.device)
+    if not resume and distributed.launch_id() is not None:
+        resume, force, cfg = continue_after_restart(cfg, run_dir, d, force)
     if d.main:
         check_run_dir(run_dir, resume, force)  # created only below, once config, data and split are valid
     if cfg.batch_size % d.world or cfg.unlabeled_batch_size % d.world:
@@ -206,18 +210,40 @@ def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData |
     stop.armed = True                          # from here on SIGINT/SIGTERM stop with a checkpoint
     if not resume and d.main:
         open_run_dir(run_dir, resume, force)
+        mark_launch(run_dir, distributed.launch_id())     # so that a torchrun restart continues this run
         atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
         atomic_write_text(run_dir / "split.json", json.dumps(dd.split.to_dict()))
     logger = Logger(run_dir, cfg.iterations, quiet, enabled=d.main)
-    return Run(cfg, run_dir, d, device, algo, dd, model, ema, opt, logger, stop)
+    return Run(cfg, run_dir, d, device, algo, dd, model, ema, opt, logger, stop, resume)
+
+
+def continue_after_restart(cfg: Config, run_dir: Path, d: distributed.Dist, force: bool) -> tuple[bool, bool, Config]:
+    """Under torchrun, which re-runs the same command when --max-restarts restarts the worker group:
+    (resume, force, cfg). Rank 0 decides and broadcasts: a restart resumes the run this launch started in
+    run_dir, with its saved config, or starts it over if it was killed before config.json; a first attempt, or
+    a run this launch did not start, follows the usual rules. On several nodes a restart is known by the
+    launch mark alone (agents that did not fail do not count a restart)."""
+    how, saved = "new", None
+    if d.main and (distributed.restart_count() > 0 or distributed.agents() > 1):
+        how = restarted_run(run_dir, distributed.launch_id())
+        saved = load_saved(run_dir / "config.json").resolved() if how == "resume" else None
+        if distributed.restart_count() > 0 or how != "new":
+            print(f"metassl: torchrun restart {distributed.restart_count()}: " + {
+                "resume": f"continuing the run in {run_dir}", "start-over": f"starting {run_dir} over (no config.json)",
+                "new": f"{run_dir} holds no run of this launch (a first attempt's rules apply)"}[how],
+                file=sys.stderr, flush=True)
+    how, saved = distributed.broadcast_object((how, saved), d)
+    return how == "resume", force or how == "start-over", saved or cfg
 
 
 def restore(run: Run) -> None:
     """Continue from the run directory's checkpoint: weights, optimiser, EMA, algorithm state, every
     rank's RNG, history and clocks; metrics.jsonl cut back to it. A run killed before its first
-    checkpoint starts over."""
-    if checkpoint.exists(run.run_dir):
-        state = checkpoint.load(run.run_dir)
+    checkpoint starts over. Rank 0 reads the checkpoint (falling back to prev.pt if last.pt is damaged)
+    and broadcasts it, so every rank resumes from the same one."""
+    state = checkpoint.load(run.run_dir) if run.d.main and checkpoint.exists(run.run_dir) else None
+    state = distributed.broadcast_object(state, run.d)
+    if state is not None:
         run.model.load_state_dict(state["model"])
         run.opt.load_state_dict(state["optimizer"])
         if run.ema is not None:
@@ -340,7 +366,7 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes.
     """
     run = setup(cfg, Path(run_dir), model, data, resume, force, quiet)
-    if resume:
+    if run.resume:
         restore(run)
     cfg, d = run.cfg, run.d
     amp = cfg.amp and run.device.type == "cuda"
