@@ -26,6 +26,7 @@ from .config import PRESETS, Config, load_saved, to_dict
 from .data import ImageData, load_dataset
 from .errors import Interrupted, UserError
 from .files import atomic_write_text
+from .tune import bench_values, load_tuned, tuned_table
 
 SUITES: dict[str, dict[str, Any]] = {
     "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000),
@@ -65,10 +66,12 @@ CSV_COLUMNS = ("algorithm", "seed", "num_labels", "test_error", "test_error_medi
                "images_per_second", "train_seconds", "seconds_to_target")
 
 
-def run_config(suite: str, name: str, seed: int, quick: bool, overrides: dict[str, Any]) -> Config:
-    """The resolved config of one run: preset < suite < budget < algorithm < seed < user overrides."""
+def run_config(suite: str, name: str, seed: int, quick: bool, overrides: dict[str, Any],
+               tuned: dict[str, Any] | None = None) -> Config:
+    """The resolved config of one run: preset < suite < budget < algorithm < tuned values (`--tuned`) < seed
+    < user overrides."""
     algorithm, extra = VARIANTS.get(name, (name, {}))
-    values = {**PRESETS["fmnist-1000"], **SUITES[suite], **(QUICK if quick else FULL), **extra,
+    values = {**PRESETS["fmnist-1000"], **SUITES[suite], **(QUICK if quick else FULL), **extra, **(tuned or {}),
               "algorithm": algorithm, "seed": seed, "split_seed": seed, **overrides}
     return Config(**values).resolved()
 
@@ -106,9 +109,10 @@ def run_one(cfg: Config, run_dir: Path, data: ImageData, quiet: bool) -> tuple[d
 
 def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str] | None = None, quick: bool = False,
               out: str | Path | None = None, overrides: dict[str, Any] | None = None, data: ImageData | None = None,
-              quiet: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
-              ) -> list[dict[str, Any]]:
-    """Run (or finish) a suite and write summary.csv and summary.md into `out`; returns the CSV rows."""
+              quiet: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+              tuned_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Run (or finish) a suite and write summary.csv and summary.md into `out`; returns the CSV rows.
+    With `tuned_dir` every entry takes the values `metassl tune` chose (tune.py; an entry without a file is an error)."""
     from .algorithms import ALGORITHMS
 
     if suite not in SUITES:
@@ -120,10 +124,14 @@ def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str]
     if not seeds:
         raise UserError("no seeds given; e.g. --seeds 0,1,2")
     overrides = dict(overrides or {})
-    out = Path(out) if out else Path("runs") / "bench" / (suite + ("-quick" if quick else ""))
+    out = Path(out) if out else Path("runs") / "bench" / (suite + ("-quick" if quick else "") + ("-tuned" if tuned_dir else ""))
     out.mkdir(parents=True, exist_ok=True)
+    tuned = {n: load_tuned(suite, n, tuned_dir) for n in names} if tuned_dir else {}
+    length = overrides.get("iterations", (QUICK if quick else FULL)["iterations"])
+    values = {n: bench_values(e, length) for n, e in tuned.items()}
     # seed-major order: an interrupted bench already has every algorithm at the first seed(s)
-    configs = {(n, s): run_config(suite, n, s, quick, overrides) for s in seeds for n in names}  # validate all first
+    configs = {(n, s): run_config(suite, n, s, quick, overrides, values.get(n))
+               for s in seeds for n in names}                                               # validate all first
     if data is None:
         first = next(iter(configs.values()))
         data = load_dataset(first.dataset, first.data_dir or None, first.image_size or None)
@@ -143,12 +151,12 @@ def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str]
         log(f"[{i}/{len(configs)}] {name} seed {seed}: {done}, test error {res['test_error']:.2f}% "
             f"(median of last 5: {res['test_error_median_last5']:.2f}%), {res['wall_seconds']:.0f} s; "
             f"bench {time.perf_counter() - t0:.0f} s so far")
-        write_summary(out, suite, rows, cfg, quick, overrides)   # after every run: partial tables while it runs
+        write_summary(out, suite, rows, cfg, quick, overrides, tuned)   # after every run: partial tables while it runs
     first = min(seed for _, seed in configs)
     try:                                                          # the curves of the first seed, overlaid
         from .plot import plot_runs
         plot_runs([out / f"{name}-s{seed}" for name, seed in configs if seed == first], out / "plots")
-        write_summary(out, suite, rows, cfg, quick, overrides)
+        write_summary(out, suite, rows, cfg, quick, overrides, tuned)
     except UserError as e:                                        # e.g. matplotlib missing: tables only
         log(f"no curves: {e}")
     return rows
@@ -219,7 +227,7 @@ def cost_table(rows: list[dict[str, Any]], target: float) -> str:
 
 
 def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config, quick: bool,
-                  overrides: dict[str, Any]) -> None:
+                  overrides: dict[str, Any], tuned: dict[str, dict[str, Any]] | None = None) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -241,11 +249,14 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
     names = list(dict.fromkeys(r["algorithm"] for r in rows))
     args = f" --seeds {','.join(map(str, seeds))}" + (" --quick" if quick else "")
     args += f" --algorithms {','.join(names)}" if set(names) != set(DEFAULT_ALGORITHMS) else ""
-    args += "".join(f" {k}={v}" for k, v in overrides.items())
+    args += "".join(f" {k}={v}" for k, v in overrides.items()) + (" --tuned" if tuned else "")
     text = [f"# Benchmark `{suite}`{' (quick: a smoke run, not a result)' if quick else ''}", "",
             f"Command: `metassl bench {suite}{args} --out {out}`  ", f"Date: {time.strftime('%Y-%m-%d')}  ",
-            f"Machine: {machine}  ", f"Protocol: {protocol}. Each algorithm uses its paper's hyperparameters "
-            f"(docs/ALGORITHMS.md). No model selection on the test set.", "",
+            f"Machine: {machine}  ", f"Protocol: {protocol}. " + (
+                "Each entry uses the values `metassl tune` chose on a validation split, which replace the lr and "
+                "ramp above (tuning budget and values per entry: last section)" if tuned else
+                "Each algorithm uses its paper's hyperparameters (docs/ALGORITHMS.md)") +
+            ". No model selection on the test set.", "",
             "## Comparison (error %, mean ± std over seeds)", "", comparison_table(rows, suite), "",
             "## Ablation: meta-gradient x mixup (error %, mean ± std over seeds)", "", ablation_table(rows), "",
             "## Cost per run", "", cost_table(rows, TARGET_ERROR[suite]), ""]
@@ -255,4 +266,6 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
             text += ["![test error vs training seconds and images seen](plots/time_to_error.png)", ""]
         if (out / "plots" / "pseudo_labels.png").exists():
             text += ["![pseudo-label quality](plots/pseudo_labels.png)", ""]
+    if tuned:
+        text += ["## Tuning (`metassl tune`: successive halving, scored on validation)", "", tuned_table(tuned), ""]
     atomic_write_text(out / "summary.md", "\n".join(text))

@@ -1,10 +1,11 @@
-"""Command line: `metassl train | eval | presets | check | algorithms | bench | plot | features | predict`.
+"""Command line: `metassl train | eval | presets | check | algorithms | bench | tune | plot | features | predict`.
 
     metassl train --preset fmnist-1000 iterations=200 device=cpu --out runs/quick
     metassl train --resume runs/quick
     metassl eval runs/quick
     metassl check --model convlarge --json
     metassl bench fmnist-1000 --quick
+    metassl tune fmnist-1000 --algorithm fixmatch      (then: metassl bench fmnist-1000 --tuned)
     metassl plot runs/quick runs/other --out plots/
     metassl predict runs/quick images/ --out predictions.csv
 
@@ -115,6 +116,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
     from .config import parse_overrides
+    from .tune import TUNED_DIR
 
     text = args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2")
     try:
@@ -122,10 +124,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError:
         raise UserError(f"--seeds {text!r} is not allowed; give comma-separated integers, e.g. 0,1,2") from None
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
+    tuned_dir = (args.tuned_dir or TUNED_DIR) if args.tuned or args.tuned_dir else None
     rows = run_bench(args.suite, seeds=seeds, algorithms=algorithms, quick=args.quick, out=args.out,
-                     overrides=parse_overrides(args.overrides), quiet=not args.progress)
-    out = args.out or f"runs/bench/{args.suite}{'-quick' if args.quick else ''}"
+                     overrides=parse_overrides(args.overrides), quiet=not args.progress, tuned_dir=tuned_dir)
+    out = args.out or f"runs/bench/{args.suite}{'-quick' if args.quick else ''}{'-tuned' if tuned_dir else ''}"
     print(f"{len(rows)} runs; tables in {out}/summary.md, rows in {out}/summary.csv")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .config import parse_overrides
+    from .tune import run_tune
+
+    res = run_tune(args.suite, args.algorithm, trials=args.trials, eta=args.eta, iterations=args.iterations,
+                   num_val=args.num_val, seed=args.seed, out=args.out, tuned_dir=args.tuned_dir,
+                   overrides=parse_overrides(args.overrides), quiet=not args.progress)
+    print(f"{args.algorithm} on {args.suite}: trial {res['chosen_trial']} of {res['budget']['trials']}, val error "
+          f"{res['val_error']:.2f}%: " + " ".join(f"{k}={v}" for k, v in res["values"].items()))
     return 0
 
 
@@ -219,7 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small budget, a smoke run of the whole bench (~10 min on 2 cores)")
     b.add_argument("--out", help="bench directory (default runs/bench/<suite>[-quick]); re-run to finish a bench")
     b.add_argument("--progress", action="store_true", help="show each run's progress line")
+    b.add_argument("--tuned", action="store_true", help="apply the committed `metassl tune` choices (src/metassl/tuned/)")
+    b.add_argument("--tuned-dir", help="apply the tuned files of this folder instead (<suite>/<entry>.yaml)")
     b.set_defaults(func=cmd_bench)
+
+    from .tune import BUDGET
+    tu = sub.add_parser("tune", help="successive halving over an entry's search space, scored on validation; "
+                                     "writes the chosen settings for `bench --tuned`")
+    tu.add_argument("suite", help="fmnist-1000 | fmnist-100")
+    tu.add_argument("overrides", nargs="*", metavar="key=value", help="protocol changes for every trial, e.g. threads=1")
+    tu.add_argument("--algorithm", required=True, help="a bench entry (e.g. fixmatch, vat-ent, metamixup)")
+    tu.add_argument("--trials", type=int, default=BUDGET["trials"], help="points sampled (trial 0: the defaults)")
+    tu.add_argument("--eta", type=int, default=BUDGET["eta"], help="each rung keeps 1/eta of its trials")
+    tu.add_argument("--iterations", type=int, default=BUDGET["iterations"], help="iterations of the last rung")
+    tu.add_argument("--num-val", type=int, default=BUDGET["num_val"], help="validation images held out of training")
+    tu.add_argument("--seed", type=int, default=0, help="run and split seed of every trial; seeds the sampling")
+    tu.add_argument("--out", help="trial runs (default runs/tune/<suite>/<entry>); re-run to finish a tune")
+    tu.add_argument("--tuned-dir", help="where the choice is written (default src/metassl/tuned/)")
+    tu.add_argument("--progress", action="store_true", help="show each trial's progress line")
+    tu.set_defaults(func=cmd_tune)
 
     pl = sub.add_parser("plot", help="PNGs of test error, losses and pseudo-label quality of one or more runs")
     pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
