@@ -68,6 +68,16 @@ class Config:
     mixmatch_weight: float = 75.0    # lambda_u on the MSE averaged over classes (Berthelot et al. 2019: 75, CIFAR-10)
     fixmatch_threshold: float = 0.95  # tau, confidence threshold; also metafixmatch (Sohn et al. 2020: 0.95)
     fixmatch_weight: float = 1.0     # lambda_u; also metafixmatch (Sohn et al. 2020: 1)
+    flexmatch_threshold: float = 0.95  # tau, the fixed threshold the class thresholds scale (Zhang et al. 2021: 0.95)
+    flexmatch_weight: float = 1.0    # lambda_u (Zhang et al. 2021: 1)
+    flexmatch_warmup: bool = True    # threshold warm-up: unused images count against the learning status (Eq. 11; USB: true)
+    freematch_weight: float = 1.0    # w_u, weight of the self-adaptive-threshold CE (Wang et al. 2023: 1)
+    freematch_fairness_weight: float = 0.001  # w_f, weight of the fairness term (USB's configs: 0.001; 0 = off)
+    freematch_ema: float = 0.999     # m, EMA momentum of the confidence, class and histogram estimates (Wang et al. 2023: 0.999)
+    softmatch_weight: float = 1.0    # lambda_u, the weight above the mean confidence (Chen et al. 2023: 1)
+    softmatch_ema: float = 0.999     # m, EMA momentum of the Gaussian's mean/variance and the alignment (Chen et al. 2023: 0.999)
+    softmatch_n_sigma: float = 2.0   # width of the truncated Gaussian: sigma_t / n_sigma (USB: 2; > 0)
+    softmatch_align: bool = True     # uniform distribution alignment of the weak-view probabilities (Chen et al. 2023: on)
     # --- optimisation ---------------------------------------------------------------------------------
     iterations: int = 3000           # training iterations (one labeled + one unlabeled batch each)
     batch_size: int = 64             # labeled images per iteration
