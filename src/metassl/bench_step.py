@@ -2,10 +2,12 @@
 
     metassl bench-step --model cnn --batch 64 --device cpu --repeat 20
     metassl bench-step --model convlarge --batch 64 --json
+    metassl bench-step --variants supervised,fixmatch,vat,metamixup-head      # any registered algorithm too
 
 Variants are timed interleaved (round-robin, so drift and background load hit all alike); each
 reports the median and the spread (25th-75th percentile) of ms/step, images/s (labeled + unlabeled)
-and the ratio to the `mixup` step (ablation row 3: the same step without meta-gradient). Peak
+the ratio to the `mixup` step (ablation row 3: the same step without meta-gradient), the step's FLOPs
+(torch.utils.flop_counter: forward + backward, matmuls and convolutions) and the GFLOP/s achieved. Peak
 memory is the step's own: on CUDA max_memory_allocated above the resting level; on CPU the peak
 RSS increase of a fresh subprocess running that variant alone.
 
@@ -26,16 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .algorithms import Batch, StepContext
+from .algorithms import ALGORITHMS, Batch, StepContext
 from .algorithms.metamixup import MetaSSL
 from .algorithms.supervised import Supervised
 from .config import Config
+from .errors import UserError
 from .models import build_model, natural_shape
 from .torch_utils import resolve_device
 from .train import train_step
 
 EPS_SCALE = Config.eps_scale
-VARIANTS = ("supervised", "mixup", "reference", "metamixup", "metamixup-jvp", "metamixup-exact")
+VARIANTS = ("supervised", "mixup", "reference", "metamixup", "metamixup-head", "metamixup-jvp", "metamixup-exact")
 
 
 class ReferenceMetaMixup(MetaSSL):
@@ -69,8 +72,14 @@ def make_algorithm(variant: str) -> Any:
         return MetaSSL(False, True, eps_scale=EPS_SCALE, mixup_gamma=1.0)
     if variant == "reference":
         return ReferenceMetaMixup(True, True, eps_scale=EPS_SCALE, mixup_gamma=1.0)
-    method = {"metamixup": "fd", "metamixup-jvp": "jvp", "metamixup-exact": "exact"}[variant]
-    return MetaSSL(True, True, eps_scale=EPS_SCALE, meta_method=method, mixup_gamma=1.0, fused=True)
+    if variant == "metamixup-head":
+        return MetaSSL(True, True, eps_scale=EPS_SCALE, mixup_gamma=1.0, params="head")
+    if variant in ("metamixup-fd", "metamixup-jvp", "metamixup-exact") or variant == "metamixup":
+        method = {"metamixup": "fd", "metamixup-fd": "fd", "metamixup-jvp": "jvp", "metamixup-exact": "exact"}[variant]
+        return MetaSSL(True, True, eps_scale=EPS_SCALE, meta_method=method, mixup_gamma=1.0, fused=True)
+    if variant in ALGORITHMS:                                  # any registered algorithm with its defaults
+        return ALGORITHMS[variant].from_config(Config(algorithm=variant))
+    raise UserError(f"unknown variant {variant!r}; choose from: {', '.join([*VARIANTS, *sorted(ALGORITHMS)])}")
 
 
 def make_step(variant: str, model_name: str, batch: int, device: torch.device, channels_last: bool,
@@ -84,8 +93,9 @@ def make_step(variant: str, model_name: str, batch: int, device: torch.device, c
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     algo = make_algorithm(variant)
     x_lb = torch.randn(batch, c, s, s, device=device).contiguous(memory_format=fmt)
-    x_ulb = torch.randn(batch, c, s, s, device=device).contiguous(memory_format=fmt)
-    data = Batch(x_lb, torch.randint(0, 10, (batch,), device=device), [x_ulb])
+    views = algo.views if algo.uses_unlabeled else ()
+    x_ulb = [torch.randn(batch, c, s, s, device=device).contiguous(memory_format=fmt) for _ in views]
+    data = Batch(x_lb, torch.randint(0, 10, (batch,), device=device), x_ulb)
     ctx = StepContext(100, 0.05, 0.05, 1.0, 10)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
@@ -94,6 +104,16 @@ def make_step(variant: str, model_name: str, batch: int, device: torch.device, c
         train_step(model, opt, algo, data, ctx, autocast=autocast)
 
     return step
+
+
+def step_flops(variant: str, model: str, batch: int, device: torch.device, channels_last: bool) -> int:
+    """FLOPs of one full step (forwards, backward; matmuls and convolutions), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = make_step(variant, model, batch, device, channels_last)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
 
 
 def _sync(device: torch.device) -> None:
@@ -163,8 +183,10 @@ def bench_step(model: str = "cnn", batch: int = 64, device: str = "cpu", repeat:
                            "torch": torch.__version__, "variants": {}}
     for v, t in times.items():
         q = statistics.quantiles(t, n=4) if len(t) >= 2 else [t[0], t[0], t[0]]
-        imgs = batch if v == "supervised" else 2 * batch
+        imgs = batch if v in ("supervised", "fully-supervised") else 2 * batch
+        flops = step_flops(v, model, batch, dev, channels_last)
         out["variants"][v] = {"ms_per_step": 1000 * med[v], "spread_ms": [1000 * q[0], 1000 * q[2]],
+                              "gflop_per_step": flops / 1e9, "gflop_per_second": flops / 1e9 / med[v],
                               "images_per_second": imgs / med[v], "ratio_to_mixup": med[v] / med["mixup"],
                               "peak_memory_mb": peak_memory_mb(v, model, batch, dev, channels_last) if memory else None}
     return out
@@ -173,9 +195,11 @@ def bench_step(model: str = "cnn", batch: int = 64, device: str = "cpu", repeat:
 def format_table(res: dict[str, Any]) -> str:
     lines = [f"{res['model']}, batch {res['batch']}, {res['device']}, {res['threads']} threads, torch {res['torch']}, "
              f"channels_last={res['channels_last']}, median of {res['repeat']} interleaved steps",
-             "| variant | ms/step (p25-p75) | images/s | x mixup | peak MB |", "|---|---|---|---|---|"]
+             "| variant | ms/step (p25-p75) | images/s | x mixup | GFLOP/step | GFLOP/s | peak MB |",
+             "|---|---|---|---|---|---|---|"]
     for v, r in res["variants"].items():
         mem = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
         lines.append(f"| {v} | {r['ms_per_step']:.1f} ({r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f}) | "
-                     f"{r['images_per_second']:.0f} | {r['ratio_to_mixup']:.2f} | {mem} |")
+                     f"{r['images_per_second']:.0f} | {r['ratio_to_mixup']:.2f} | {r['gflop_per_step']:.2f} | "
+                     f"{r['gflop_per_second']:.0f} | {mem} |")
     return "\n".join(lines)

@@ -170,12 +170,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_step(args: argparse.Namespace) -> int:
+    from .algorithms import ALGORITHMS
     from .bench_step import VARIANTS, bench_step, format_table
 
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     for v in variants or []:
-        if v not in VARIANTS:
-            raise UserError(f"--variants: unknown variant {v!r}; choose from: {', '.join(VARIANTS)}")
+        if v not in VARIANTS and v not in ALGORITHMS:
+            raise UserError(f"--variants: unknown variant {v!r}; choose from: {', '.join(VARIANTS)} or an algorithm "
+                            f"({', '.join(sorted(ALGORITHMS))})")
     res = bench_step(args.model, args.batch, args.device, args.repeat, variants, not args.no_channels_last,
                      memory=not args.no_memory, amp=args.amp)
     print(json.dumps(res) if args.json else format_table(res))
@@ -211,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=64, help="labeled = unlabeled batch size")
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeat", type=int, default=10)
-    b.add_argument("--variants", help="comma-separated subset of the variants")
+    b.add_argument("--variants", help="comma-separated variants or registered algorithms (e.g. fixmatch)")
     b.add_argument("--no-channels-last", action="store_true")
     b.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     b.add_argument("--amp", action="store_true", help="bf16 autocast around the step (memory measured without it)")
