@@ -47,9 +47,10 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("algorithm", ["metamixup", "meta"])
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, tiny_data, monkeypatch, algorithm):
-    cfg = build_config(None, None, TINY + [f"algorithm={algorithm}", "ema=0.9"])
+@pytest.mark.parametrize("algorithm, extra", [("metamixup", []), ("meta", []),
+                                              ("meanteacher", ["labeled_warmup=10"])])   # resumed inside the warm-up
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, tiny_data, monkeypatch, algorithm, extra):
+    cfg = build_config(None, None, TINY + [f"algorithm={algorithm}", "ema=0.9", *extra])
     full = train(cfg, tmp_path / "full", data=tiny_data, quiet=True)
 
     real_save, saves = checkpoint.save, []
@@ -75,6 +76,18 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, tiny_data, mo
     assert full["test_error"] == resumed["test_error"]
     lines = lambda d: untimed(json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines())
     assert lines(tmp_path / "full") == lines(tmp_path / "cut")
+
+
+def test_labeled_warmup_runs_the_supervised_step_first_then_ramps_the_algorithm_in(tmp_path, tiny_data):
+    cfg = build_config(None, None, TINY + ["algorithm=metamixup", "labeled_warmup=6"])
+    assert [consistency_weight_at(i, cfg) for i in (0, 5, 6, 8, 10, 11)] == [0, 0, 0, 0.5, 1, 1]   # ramp 4 after 6
+    train(cfg, tmp_path / "run", data=tiny_data, quiet=True)
+    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = {r["iteration"]: r for r in records if r["kind"] == "train"}
+    assert all("loss_cons" not in steps[n] and "correction_l1" not in steps[n] for n in (2, 4, 6))  # supervised step
+    assert all("loss_cons" in steps[n] and "correction_l1" in steps[n] for n in (8, 10, 12))        # the algorithm's
+    seen = {r["iteration"]: r["images_seen"] for r in records if r["kind"] == "eval"}
+    assert seen == {4: 4 * 16, 8: 8 * 16 + 2 * 16, 12: 12 * 16 + 6 * 16}      # no unlabeled batch in the warm-up
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path, tiny_data):

@@ -50,6 +50,8 @@ class Config:
                                      # the Phi the meta-gradient differentiates, so meta_phi must match (else rejected)
     consistency_weight: float = 1.0  # w, the consistency loss weight at the end of its ramp-up (0..100)
     consistency_rampup: int = 200    # iterations of the linear ramp of w from 0 (0 = no ramp)
+    labeled_warmup: int = 0          # iterations of labeled-only (supervised) steps before the algorithm's own step:
+                                     # cheap steps fit the labels first; no unlabeled batch, ramp starts after
     mixup_gamma: float = 0.1         # lam ~ Beta(gamma, gamma) per sample for cross-domain mixup (> 0)
     # --- baseline algorithms' hyperparameters ---------------------------------------------------------
     # Defaults are each paper's own values (sources and caveats: docs/ALGORITHMS.md). Every unlabeled-loss
@@ -144,6 +146,7 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("beta", lambda v: v >= 0, "a number >= 0"),
     ("consistency_weight", lambda v: v >= 0, "a number >= 0"),
     ("consistency_rampup", lambda v: v >= 0, "an integer >= 0"),
+    ("labeled_warmup", lambda v: v >= 0, "an integer >= 0 (iterations)"),
     ("mixup_gamma", lambda v: v > 0, "a number > 0"),
     ("iterations", lambda v: v > 0, "a positive integer"),
     ("batch_size", lambda v: v > 0, "a positive integer"),

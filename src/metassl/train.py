@@ -13,6 +13,7 @@ iteration `train_step` (forward, losses, backward, all-reduce, SGD, EMA), the Na
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from torch import nn
 
 from . import checkpoint, distributed
 from .algorithms import Algorithm, StepContext, StepOutput, build_algorithm
+from .algorithms.supervised import Supervised
 from .batch import Batch
 from .config import Config, load_saved, parse_steps, to_dict
 from .data import ImageData, labeled_split, load_dataset
@@ -70,10 +72,21 @@ def beta_at(it: int, cfg: Config) -> float:
 
 
 def consistency_weight_at(it: int, cfg: Config) -> float:
-    """w(t): linear ramp from 0 to consistency_weight over consistency_rampup iterations."""
+    """w(t): linear ramp from 0 to consistency_weight over consistency_rampup iterations, starting when the
+    labeled-only warm-up (labeled_warmup) ends."""
+    t = it - cfg.labeled_warmup
+    if t < 0:
+        return 0.0
     if cfg.consistency_rampup == 0:
         return cfg.consistency_weight
-    return cfg.consistency_weight * min(1.0, it / cfg.consistency_rampup)
+    return cfg.consistency_weight * min(1.0, t / cfg.consistency_rampup)
+
+
+def images_seen(n: int, cfg: Config, uses_unlabeled: bool) -> int:
+    """Labeled + unlabeled images the first n iterations consume (global over processes): the labeled-only
+    warm-up draws no unlabeled batch."""
+    unlabeled = max(0, n - cfg.labeled_warmup) * cfg.unlabeled_batch_size if uses_unlabeled else 0
+    return n * cfg.batch_size + unlabeled
 
 
 # --- data, RNG state -------------------------------------------------------------------------------------
@@ -158,10 +171,6 @@ class Run:
     def eval_model(self) -> nn.Module:
         return self.ema if self.ema is not None else self.model
 
-    @property
-    def images_per_iteration(self) -> int:
-        """Labeled + unlabeled images one iteration consumes (global over processes)."""
-        return self.cfg.batch_size + (self.cfg.unlabeled_batch_size if self.algo.uses_unlabeled else 0)
 
 
 def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData | None, resume: bool, force: bool,
@@ -304,7 +313,7 @@ def evaluate(run: Run, n: int) -> None:
     if len(run.dd.val):
         record["val_error"] = error_on(run, "val")
     record["train_seconds"] = round(run.train_time, 3)
-    record["images_seen"] = n * run.images_per_iteration
+    record["images_seen"] = images_seen(n, run.cfg, run.algo.uses_unlabeled)
     run.history.append(record)
     run.logger.write(record)
 
@@ -344,7 +353,7 @@ def finish(run: Run) -> dict[str, Any]:
         "iterations": cfg.iterations,
         "wall_seconds": round(run.elapsed + time.perf_counter() - run.t0, 2),
         "train_seconds": round(run.train_time, 2),
-        "images_per_second": round(run.images_per_iteration * cfg.iterations / max(run.train_time, 1e-9), 1),
+        "images_per_second": round(images_seen(cfg.iterations, cfg, run.algo.uses_unlabeled) / max(run.train_time, 1e-9), 1),
         "evaluated": "ema" if run.ema is not None else "raw",
         "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(run.dd.labeled),
         "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": run.d.world,
@@ -372,15 +381,22 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     amp = cfg.amp and run.device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
     reduce = (lambda g: distributed.average_dict(g, d)) if d.world > 1 and cfg.meta_scope == "global" else None
-    batches = run.dd.batches(run.start, cfg.iterations, run.algo.views if run.algo.uses_unlabeled else (),
-                             cfg.batch_size, cfg.unlabeled_batch_size, cfg.seed, d.rank, d.world)
+    # labeled-only warm-up (labeled_warmup): the supervised step, no unlabeled batch, then the algorithm's own
+    warm = min(cfg.labeled_warmup, cfg.iterations) if run.algo.uses_unlabeled else 0
+    warm_algo = Supervised()
+    batches = itertools.chain(
+        run.dd.batches(run.start, warm, (), cfg.batch_size, cfg.unlabeled_batch_size, cfg.seed, d.rank, d.world),
+        run.dd.batches(max(run.start, warm), cfg.iterations, run.algo.views if run.algo.uses_unlabeled else (),
+                       cfg.batch_size, cfg.unlabeled_batch_size, cfg.seed, d.rank, d.world))
     for it in range(run.start, cfg.iterations):
         t_step = time.perf_counter()
         ctx = StepContext(it, lr_at(it, cfg), beta_at(it, cfg), consistency_weight_at(it, cfg), len(run.dd.classes),
                           reduce, num_unlabeled=len(run.dd.unlabeled))
         batch = next(batches)
-        out = train_step(run.model, run.opt, run.algo, batch, ctx, autocast=autocast, d=d, sync_bn=cfg.sync_bn,
-                         ema=run.ema, ema_decay=cfg.ema)
+        out = train_step(run.model, run.opt, warm_algo if it < warm else run.algo, batch, ctx, autocast=autocast,
+                         d=d, sync_bn=cfg.sync_bn, ema=run.ema, ema_decay=cfg.ema)
+        if it < warm:
+            run.algo.after_update(run.model)           # a teacher (Mean Teacher) tracks the warm-up too
         n = it + 1
         pseudo = out.pseudo_labels
         run.watch.update(n, {"loss": out.loss.detach(), **out.metrics,
