@@ -95,8 +95,9 @@ def make_step(variant: str, model_name: str, batch: int, device: torch.device, c
     x_lb = torch.randn(batch, c, s, s, device=device).contiguous(memory_format=fmt)
     views = algo.views if algo.uses_unlabeled else ()
     x_ulb = [torch.randn(batch, c, s, s, device=device).contiguous(memory_format=fmt) for _ in views]
-    data = Batch(x_lb, torch.randint(0, 10, (batch,), device=device), x_ulb)
-    ctx = StepContext(100, 0.05, 0.05, 1.0, 10)
+    idx_ulb = torch.arange(batch, device=device)                  # positions in a pool of `batch` (FlexMatch)
+    data = Batch(x_lb, torch.randint(0, 10, (batch,), device=device), x_ulb, idx_ulb=idx_ulb)
+    ctx = StepContext(100, 0.05, 0.05, 1.0, 10, num_unlabeled=batch)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
 
