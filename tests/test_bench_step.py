@@ -57,7 +57,11 @@ def test_channels_last_gives_the_same_update():
 
 def test_bench_step_runs_every_variant_and_tables_one_row_each():
     res = bench_step("mlp", batch=8, device="cpu", repeat=2, memory=False)
-    assert set(res["variants"]) == {"supervised", "mixup", "reference", "metamixup", "metamixup-jvp", "metamixup-exact"}
+    assert set(res["variants"]) == {"supervised", "mixup", "reference", "metamixup", "metamixup-head", "metamixup-jvp",
+                                    "metamixup-exact"}
+    gflop = {v: r["gflop_per_step"] for v, r in res["variants"].items()}
+    # the meta pass costs FLOPs on top of mixup's step; the head-only one less than the full one
+    assert gflop["supervised"] < gflop["mixup"] < gflop["metamixup-head"] < gflop["metamixup"] < gflop["metamixup-exact"]
     rows = format_table(res).splitlines()[3:]
     assert [r.split(" | ")[0].lstrip("| ") for r in rows] == list(res["variants"])
 
