@@ -19,3 +19,5 @@ class Batch:
     x_ulb: list[Tensor]              # the unlabeled views the algorithm asked for, each (B_u, C, H, W)
     y_ulb: Tensor | None = None      # (B_u,) true labels of the unlabeled images, diagnostics only: never in a loss
     idx_ulb: Tensor | None = None    # (B_u,) int64 positions of the unlabeled images in the unlabeled pool (per-image state: FlexMatch)
+    x_meta: Tensor | None = None     # (B_l, C, H, W) held-out labeled images (meta_holdout > 0): only the meta-gradient's g_l
+    y_meta: Tensor | None = None     # (B_l,) their labels; no classification loss ever sees them

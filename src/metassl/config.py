@@ -46,6 +46,14 @@ class Config:
     beta_schedule: str = "lr"        # lr: beta_t = beta * lr_t (authors, beta=1) | constant: beta_t = beta | cosine
     beta: float = 1.0                # multiplier of lr (beta_schedule=lr) or the value/peak (constant, cosine)
     projection: str = "relu"         # back to the simplex after Eq. 6: relu (authors: clamp + renormalise) | simplex
+    # meta-gradient variants (issue 13, docs/ALGORITHMS.md); the defaults are the paper's step
+    meta_step: str = "lr"            # Eq. 6's step: lr (y^ = y~ - beta_t grad_y, the paper) | normalised (fixed length:
+                                     # y^ = y~ - rho_t grad_y / rms_b ||grad_y_b||, does not fade with ||g_l||)
+    meta_rho: float = 0.1            # meta_step=normalised: rho, RMS per-row L2 length of the step on the simplex (0 < rho <= 2)
+    meta_holdout: float = 0.0        # share of each class's labels held out of the classification loss, used only for
+                                     # g_l (Batch.x_meta; 0 = none, the paper; 0..0.5)
+    meta_target: str = "hard"        # metafixmatch: hard (CE to argmax y^, FixMatch's) | soft (CE to y^ itself)
+    meta_threshold_on: str = "corrected"  # metafixmatch: confidence mask from y^ (corrected) | from y~ (plain)
     consistency: str = "mse"         # consistency loss to the pseudo-labels: mse (sum over classes) | kl; with meta it is
                                      # the Phi the meta-gradient differentiates, so meta_phi must match (else rejected)
     consistency_weight: float = 1.0  # w, the consistency loss weight at the end of its ramp-up (0..100)
@@ -80,6 +88,10 @@ class Config:
     softmatch_ema: float = 0.999     # m, EMA momentum of the Gaussian's mean/variance and the alignment (Chen et al. 2023: 0.999)
     softmatch_n_sigma: float = 2.0   # width of the truncated Gaussian: sigma_t / n_sigma (USB: 2; > 0)
     softmatch_align: bool = True     # uniform distribution alignment of the weak-view probabilities (Chen et al. 2023: on)
+    mpl_teacher_lr: float = 1.0      # mpl: the teacher's SGD lr as a multiple of the student's lr_t (Pham et al. 2021: equal)
+    mpl_uda_weight: float = 1.0      # mpl: weight of the teacher's UDA consistency term, times w(t) (0 = off; Pham et al.: 8)
+    mpl_uda_threshold: float = 0.8   # mpl: UDA confidence mask on the teacher's weak view (Xie et al. 2020: 0.8)
+    mpl_uda_temperature: float = 0.4  # mpl: sharpening temperature of UDA's weak-view target (Xie et al. 2020: 0.4; > 0)
     # --- optimisation ---------------------------------------------------------------------------------
     iterations: int = 3000           # training iterations (one labeled + one unlabeled batch each)
     batch_size: int = 64             # labeled images per iteration
@@ -130,6 +142,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "meta_params": ("all", "head"),
     "beta_schedule": ("lr", "constant", "cosine"),
     "projection": ("relu", "simplex"),
+    "meta_step": ("lr", "normalised"),
+    "meta_target": ("hard", "soft"),
+    "meta_threshold_on": ("corrected", "plain"),
     "consistency": ("mse", "kl"),
     "lr_schedule": ("cosine", "step", "constant"),
     "lr_origin": ("one", "zero"),
@@ -144,6 +159,8 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("translate", lambda v: 0 <= v <= 64, "an integer in 0..64"),
     ("eps_scale", lambda v: v > 0, "a number > 0"),
     ("beta", lambda v: v >= 0, "a number >= 0"),
+    ("meta_rho", lambda v: 0 < v <= 2, "a number in (0, 2] (a length on the simplex: at most 2)"),
+    ("meta_holdout", lambda v: 0 <= v <= 0.5, "a share in [0, 0.5] of each class's labels"),
     ("consistency_weight", lambda v: v >= 0, "a number >= 0"),
     ("consistency_rampup", lambda v: v >= 0, "an integer >= 0"),
     ("labeled_warmup", lambda v: v >= 0, "an integer >= 0 (iterations)"),

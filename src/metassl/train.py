@@ -65,7 +65,11 @@ def lr_at(it: int, cfg: Config) -> float:
 
 
 def beta_at(it: int, cfg: Config) -> float:
-    """Meta learning rate: beta * lr_t (authors, beta=1), a constant, or beta on the lr's shape."""
+    """The correction's step size (StepContext.beta). meta_step=lr: beta_t = beta * lr_t (authors, beta=1), a
+    constant, or beta on the lr's shape. meta_step=normalised: rho_t = meta_rho, constant or on the lr's shape
+    (beta_schedule lr and cosine alike: rho is a length on the simplex, not a multiple of the lr)."""
+    if cfg.meta_step == "normalised":
+        return cfg.meta_rho * (1.0 if cfg.beta_schedule == "constant" else lr_at(it, cfg) / cfg.lr)
     if cfg.beta_schedule == "constant":
         return cfg.beta
     return cfg.beta * lr_at(it, cfg) / (cfg.lr if cfg.beta_schedule == "cosine" else 1.0)
@@ -93,6 +97,10 @@ def images_seen(n: int, cfg: Config, uses_unlabeled: bool) -> int:
 def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: torch.device) -> Any:
     """The data source: resident on the device (default) or streamed from an image folder (stream=true)."""
     num_labels = -1 if algo.all_labels else cfg.num_labels
+    if cfg.meta_holdout and (not algo.meta_batch or cfg.stream):
+        raise UserError(f"meta_holdout={cfg.meta_holdout} holds labels out for a meta-gradient: algorithm={cfg.algorithm} "
+                        f"{'streams its data' if algo.meta_batch else 'has none'} (meta, metamixup, metafixmatch, "
+                        f"resident data); set meta_holdout=0")
     if cfg.stream:
         from .data.streaming import StreamingData
         if cfg.dataset != "folder" or not cfg.data_dir:
@@ -102,7 +110,7 @@ def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: tor
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
     split = labeled_split(data.y_train, num_labels, data.num_classes, cfg.split_seed, cfg.num_val,
-                          cfg.include_labeled_in_unlabeled)
+                          cfg.include_labeled_in_unlabeled, cfg.meta_holdout)
     return prepare_data(data, split, device, cfg.flip, cfg.translate, cfg.channels_last, cfg.pad_mode)
 
 

@@ -6,8 +6,8 @@ logging. Metrics are 0-dim tensors (no host sync in the step).
 
 What the trainer needs to know before the first step is declared on the class, readable without
 building the algorithm: `views` (the unlabeled views a batch must carry), `uses_unlabeled`,
-`all_labels` (split with every training label) and `mixup` (pairs each labeled image with one
-unlabeled image, so both batches must be the same size).
+`all_labels` (split with every training label), `mixup` (pairs each labeled image with one
+unlabeled image, so both batches must be the same size) and `meta_batch` (takes a held-out labeled batch).
 """
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ class Algorithm:
     uses_unlabeled: bool = True          # False: the trainer draws no unlabeled batch
     all_labels: bool = False             # True: the split keeps every training label (num_labels=-1)
     mixup: bool = False                  # True: unlabeled_batch_size must equal batch_size
+    meta_batch: bool = False             # True: its meta-gradient reads Batch.x_meta/y_meta (meta_holdout > 0 allowed)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Algorithm":

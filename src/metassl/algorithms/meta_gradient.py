@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
 
+from ..batch import Batch
 from ..torch_utils import eval_mode
 
 Method = Literal["auto", "fd", "jvp", "exact"]
@@ -61,6 +62,12 @@ def resolve_method(model: nn.Module, method: str) -> str:
     return getattr(model, "meta_method", "fd") if method == "auto" else method
 PHIS = ("mse", "kl")
 PROJECTIONS = ("relu", "simplex")
+
+
+def meta_labeled(batch: Batch) -> tuple[Tensor, Tensor]:
+    """The labeled images and labels of g_l (Eq. 14): the held-out batch (x_meta, y_meta) when the data
+    source draws one (meta_holdout > 0), else the classification loss's own (x_lb, y_lb), as the paper."""
+    return (batch.x_meta, batch.y_meta) if batch.x_meta is not None else (batch.x_lb, batch.y_lb)
 
 
 def _params_buffers(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -271,6 +278,23 @@ def project_to_simplex(y: Tensor, how: str = "relu") -> Tensor:
     raise ValueError(f"unknown projection {how!r}; allowed: {', '.join(PROJECTIONS)}")
 
 
-def correct_pseudo_labels(y_tilde: Tensor, grad_y: Tensor, beta: Tensor | float, projection: str = "relu") -> Tensor:
-    """Eq. 6 and the projection: y^ = proj(y~ - beta * grad_y)."""
+STEPS = ("lr", "normalised")
+
+
+def correct_pseudo_labels(y_tilde: Tensor, grad_y: Tensor, beta: Tensor | float, projection: str = "relu",
+                          step: str = "lr") -> Tensor:
+    """Eq. 6 and the projection: y^ = proj(y~ - beta * d), d = grad_y (step=lr, the paper) or (step=normalised)
+
+        d = grad_y / rms_b ||grad_y_b||,   rms_b ||grad_y_b|| = sqrt(mean_b sum_c grad_y_bc^2)     (B_u, C)
+
+    so the step has RMS row length exactly beta (= rho_t) before the projection, whatever ||g_l||.
+    Why per batch, not per row: the rows keep their relative sizes (a row whose labels barely move the
+    labeled loss is barely corrected; per-row normalising would give its noise the full length rho) and
+    only the overall scale, which fades with ||g_l|| and the lr, is fixed. Under torchrun the RMS is
+    the process's own shard's.
+    """
+    if step == "normalised":
+        grad_y = grad_y / (_hp(grad_y).pow(2).sum(1).mean().sqrt() + 1e-12).to(grad_y.dtype)
+    elif step != "lr":
+        raise ValueError(f"unknown meta step {step!r}; allowed: {', '.join(STEPS)}")
     return project_to_simplex(y_tilde - beta * grad_y, projection)

@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..torch_utils import eval_mode
 from .base import Algorithm, StepContext, StepOutput, register
 from .meta_gradient import (correct_pseudo_labels, fd_pseudo_labels, head_pseudo_labels, meta_gradient,
-                            resolve_method, unlabeled_loss)
+                            meta_labeled, resolve_method, unlabeled_loss)
 
 
 class MetaSSL(Algorithm):
@@ -26,11 +26,14 @@ class MetaSSL(Algorithm):
 
     meta: bool = True       # consistency (and mixup) targets are the meta-corrected y^, not y~
     mixup: bool = True      # cross-domain mixup of each labeled image with one unlabeled image
+    meta_batch: bool = True  # g_l from the held-out labeled batch when there is one (meta_holdout > 0)
 
     def __init__(self, meta: bool, mixup: bool, *, eps_scale: float, meta_method: str = "fd", meta_phi: str = "mse",
                  projection: str = "relu", consistency: str = "mse",
-                 mixup_gamma: float = 1.0, fused: bool = True, batched: bool = False, params: str = "all") -> None:
+                 mixup_gamma: float = 1.0, fused: bool = True, batched: bool = False, params: str = "all",
+                 step: str = "lr") -> None:
         self.meta, self.mixup, self.fused, self.batched, self.params = meta, mixup, fused, batched, params
+        self.meta_step = step
         self.meta_method, self.meta_phi, self.eps_scale = meta_method, meta_phi, eps_scale
         self.projection, self.consistency, self.mixup_gamma = projection, consistency, mixup_gamma
 
@@ -43,11 +46,11 @@ class MetaSSL(Algorithm):
                             f"meta-gradient is that of the consistency loss, so set both to mse or both to kl")
         return cls(cls.meta, cls.mixup, eps_scale=cfg.eps_scale, meta_method=cfg.meta_method, meta_phi=cfg.meta_phi,
                    projection=cfg.projection, consistency=cfg.consistency, mixup_gamma=cfg.mixup_gamma,
-                   fused=cfg.meta_fused, batched=cfg.meta_batched, params=cfg.meta_params)
+                   fused=cfg.meta_fused, batched=cfg.meta_batched, params=cfg.meta_params, step=cfg.meta_step)
 
     def pseudo_labels(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
         """(y~, y^): the plain predictions (Eq. 2) and, with `meta`, their correction (Eq. 6)."""
-        x_lb, y_lb, x_ulb = batch.x_lb, batch.y_lb, batch.x_ulb[0]
+        (x_lb, y_lb), x_ulb = meta_labeled(batch), batch.x_ulb[0]      # g_l's images: held out if there are any
         if self.meta and self.params == "head":
             # g_l and the virtual step on the head only: exact (no eps), two eval-mode body forwards, no backward
             y_tilde, grad_y = head_pseudo_labels(model, x_lb, y_lb, x_ulb, phi=self.meta_phi, reduce=ctx.reduce_grad)
@@ -62,7 +65,7 @@ class MetaSSL(Algorithm):
                 return y_tilde, y_tilde
             grad_y = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method=self.meta_method, phi=self.meta_phi,
                                    eps_scale=self.eps_scale, alpha=ctx.lr, reduce=ctx.reduce_grad)  # (B_u, C), Eq. 13-16
-        return y_tilde, correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection)  # Eq. 6
+        return y_tilde, correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection, self.meta_step)  # Eq. 6
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         x_lb, y_lb, x_ulb = batch.x_lb, batch.y_lb, batch.x_ulb[0]
@@ -86,7 +89,7 @@ class MetaSSL(Algorithm):
 @register("neither")
 class Neither(MetaSSL):
     """Ablation row 1: consistency to the plain predictions, labeled CE, no mixup."""
-    meta, mixup = False, False
+    meta, mixup, meta_batch = False, False, False
 
 
 @register("meta")
@@ -98,7 +101,7 @@ class Meta(MetaSSL):
 @register("mixup")
 class Mixup(MetaSSL):
     """Ablation row 3: cross-domain mixup and consistency with the plain predictions."""
-    meta, mixup = False, True
+    meta, mixup, meta_batch = False, True, False
 
 
 @register("metamixup")

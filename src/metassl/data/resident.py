@@ -40,6 +40,7 @@ class DeviceData:
     channels_last: bool = False
     split: Split | None = None   # the labeled/unlabeled/validation indices (saved as split.json)
     pad_mode: str = "reflect"    # the translate's padding: reflect | zeros (black, before normalisation)
+    meta: Tensor | None = None   # held-out labeled indices of the meta-gradient (meta_holdout > 0), else None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -76,7 +77,11 @@ class DeviceData:
             idx_lb = batch_indices(it, self.labeled, batch_size, seed, rank, world)
             pos_ulb = (batch_indices(it, torch.arange(len(self.unlabeled)), unlabeled_batch_size, seed + 1, rank, world)
                        if views and len(self.unlabeled) else None)     # positions in the unlabeled pool
-            yield self.batch(idx_lb, None if pos_ulb is None else self.unlabeled[pos_ulb], views, pos_ulb)
+            batch = self.batch(idx_lb, None if pos_ulb is None else self.unlabeled[pos_ulb], views, pos_ulb)
+            if self.meta is not None:                  # the held-out labeled batch, its own order (seed + 2)
+                idx_meta = batch_indices(it, self.meta, batch_size, seed + 2, rank, world).to(self.x_train.device)
+                batch.x_meta, batch.y_meta = self.view(self.x_train[idx_meta], "weak"), self.y_train[idx_meta]
+            yield batch
 
     def eval_batches(self, split: str, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
         """This rank's contiguous shard of 'test' or 'val' as (normalised images, labels) chunks, not augmented
@@ -108,4 +113,4 @@ def prepare_data(data: ImageData, split: Split, device: torch.device, flip: str 
                       torch.from_numpy(data.y_test.astype(np.int64)).to(device),
                       torch.from_numpy(split.labeled), torch.from_numpy(unlabeled), torch.from_numpy(split.val),
                       mean.to(device), std.to(device), do_flip, translate, list(data.classes), channels_last, split,
-                      pad_mode)
+                      pad_mode, torch.from_numpy(split.meta) if len(split.meta) else None)

@@ -5,7 +5,7 @@ differ in model initialisation see the same labeled set and the split can be sto
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,33 +16,39 @@ ALL_LABELS = -1   # num_labels value meaning "every training image not in val is
 
 @dataclass
 class Split:
-    """Sorted int64 indices into the training set: labeled, unlabeled and validation images."""
+    """Sorted int64 indices into the training set: labeled, unlabeled and validation images, and the held-out
+    labeled images of the meta-gradient (`meta_holdout`; disjoint from `labeled`, which the classification
+    loss sees; empty by default and then not written to split.json)."""
 
     labeled: np.ndarray
     unlabeled: np.ndarray
     val: np.ndarray
+    meta: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     def to_dict(self) -> dict[str, list[int]]:
         """JSON-friendly form (plain lists of ints) for the run directory."""
-        return {k: [int(i) for i in getattr(self, k)] for k in ("labeled", "unlabeled", "val")}
+        keys = ("labeled", "unlabeled", "val") + (("meta",) if len(self.meta) else ())
+        return {k: [int(i) for i in getattr(self, k)] for k in keys}
 
     @classmethod
     def from_dict(cls, d: dict) -> Split:
         """Inverse of to_dict; a missing or non-integer entry is a UserError."""
         try:
             return cls(**{k: np.sort(np.asarray(d[k], dtype=np.int64).reshape(-1))
-                          for k in ("labeled", "unlabeled", "val")})
+                          for k in ("labeled", "unlabeled", "val") + (("meta",) if "meta" in d else ())})
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"bad saved split ({type(e).__name__}: {e}); expected lists 'labeled', 'unlabeled', "
                             f"'val' of integer indices") from None
 
 
 def labeled_split(y: np.ndarray, num_labels: int, num_classes: int, seed: int, num_val: int = 0,
-                  include_labeled_in_unlabeled: bool = False) -> Split:
+                  include_labeled_in_unlabeled: bool = False, meta_holdout: float = 0.0) -> Split:
     """Pick num_val/K validation then num_labels/K labeled images per class at random; the rest is unlabeled.
 
     num_labels = -1 labels every image outside val. For a fixed seed, each class is drawn from one
     permutation, so a smaller labeled set is a subset of a larger one (with the same num_val).
+    meta_holdout > 0 moves the last round(share * num_labels/K) labeled images of each class's draw to
+    `meta` (the meta-gradient's held-out labeled images): the same labels in all, fixed by the seed.
     """
     y = np.asarray(y)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
@@ -58,7 +64,7 @@ def labeled_split(y: np.ndarray, num_labels: int, num_classes: int, seed: int, n
         raise UserError(f"num_val={num_val} must be a non-negative multiple of the {num_classes} classes")
     per_label, per_val = num_labels // num_classes, num_val // num_classes
     rng = np.random.default_rng(seed)
-    labeled, unlabeled, val = [], [], []
+    labeled, unlabeled, val, meta = [], [], [], []
     for c in range(num_classes):
         idx = rng.permutation(np.flatnonzero(y == c))
         if len(idx) < per_val:
@@ -69,10 +75,15 @@ def labeled_split(y: np.ndarray, num_labels: int, num_classes: int, seed: int, n
         if len(rest) < k:
             raise UserError(f"class {c} has {len(rest)} images left after validation, fewer than the {k} per class "
                             f"that num_labels={num_labels} needs; lower num_labels or num_val (or use -1 for all)")
+        m = round(meta_holdout * k)
+        if meta_holdout > 0 and not 1 <= m < k:
+            raise UserError(f"meta_holdout={meta_holdout} of {k} labels per class holds out {m}; it must leave at "
+                            f"least one per class to each side: raise num_labels or change meta_holdout")
         val.append(v)
-        labeled.append(rest[:k])
+        labeled.append(rest[:k - m])
+        meta.append(rest[k - m:k])
         unlabeled.append(rest if include_labeled_in_unlabeled else rest[k:])
-    return Split(labeled=_sorted(labeled), unlabeled=_sorted(unlabeled), val=_sorted(val))
+    return Split(labeled=_sorted(labeled), unlabeled=_sorted(unlabeled), val=_sorted(val), meta=_sorted(meta))
 
 
 def _sorted(parts: list[np.ndarray]) -> np.ndarray:

@@ -1,0 +1,164 @@
+"""The meta-gradient variants of issue 13: a fixed-length step, a held-out meta objective, where the
+correction enters MetaFixMatch, Meta Pseudo Labels; and the defaults are the paper's step, draw for draw."""
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metassl.algorithms import build_algorithm
+from metassl.algorithms.fixmatch import FixMatch
+from metassl.algorithms.meta_gradient import correct_pseudo_labels, meta_gradient, project_to_simplex
+from metassl.algorithms.metafixmatch import MetaFixMatch
+from metassl.config import Config
+from metassl.errors import UserError
+from metassl.train import beta_at, lr_at
+
+from .conftest import make_tiny_data, tiny_batch, tiny_context, tiny_net
+
+EPS = Config.eps_scale
+
+
+def meta_grad(model, batch):
+    with torch.no_grad():
+        y_tilde = F.softmax(model.eval()(batch.x_ulb[0]), 1)
+    g = meta_gradient(model, batch.x_lb, batch.y_lb, batch.x_ulb[0], y_tilde, method="fd", eps_scale=EPS)
+    return y_tilde, g
+
+
+# ------------------------------------------------------------------ meta_step=normalised
+@pytest.mark.parametrize("rho", [0.01, 0.05])
+def test_normalised_step_has_rms_row_length_rho_whatever_the_gradient_scale(rho):
+    torch.manual_seed(0)
+    model, batch = tiny_net(), tiny_batch(FixMatch())
+    y_tilde, g = meta_grad(model, batch)
+    y_tilde = 0.5 * y_tilde + 0.5 / y_tilde.shape[1]        # inside the simplex: the projection is the identity
+    for scale in (1.0, 1e-4):                              # ||g_l|| fading: the step does not
+        y_hat = correct_pseudo_labels(y_tilde, scale * g, rho, "relu", "normalised")
+        step = y_hat - y_tilde
+        torch.testing.assert_close(step.pow(2).sum(1).mean().sqrt(), torch.tensor(rho), rtol=1e-4, atol=0)
+        cos = F.cosine_similarity(step.flatten(), -g.flatten(), dim=0)
+        assert cos > 0.9999                                # the meta-gradient's direction, rows in proportion
+    plain = correct_pseudo_labels(y_tilde, 1e-4 * g, rho, "relu", "lr")
+    assert (plain - y_tilde).abs().max() < 0.01 * (y_hat - y_tilde).abs().max()   # the paper's step fades
+
+
+def test_lr_step_is_eq6_and_rho_follows_the_beta_schedule():
+    y, g = F.softmax(torch.randn(5, 4), 1), torch.randn(5, 4)
+    torch.testing.assert_close(correct_pseudo_labels(y, g, 0.3), project_to_simplex(y - 0.3 * g, "relu"))
+    cfg = dataclasses.replace(Config(), meta_step="normalised", meta_rho=0.2, iterations=100, warmup=10)
+    for it in (0, 5, 50, 99):
+        assert beta_at(it, cfg) == pytest.approx(0.2 * lr_at(it, cfg) / cfg.lr)
+        assert beta_at(it, dataclasses.replace(cfg, beta_schedule="constant")) == 0.2
+        assert beta_at(it, dataclasses.replace(cfg, meta_step="lr")) == pytest.approx(lr_at(it, cfg))  # today's
+    with pytest.raises(UserError, match="meta_rho=0.0 is out of range"):
+        dataclasses.replace(Config(), meta_rho=0.0).resolved()
+    with pytest.raises(UserError, match="meta_step='big' is not allowed"):
+        dataclasses.replace(Config(), meta_step="big").resolved()
+
+
+# ------------------------------------------------------------------ meta_holdout
+def test_holdout_split_is_disjoint_fixed_and_recorded():
+    from metassl.data import Split, labeled_split
+    y = np.arange(400) % 4
+    plain = labeled_split(y, 40, 4, seed=3)
+    held = labeled_split(y, 40, 4, seed=3, meta_holdout=0.2)
+    assert "meta" not in plain.to_dict() and len(plain.meta) == 0              # split.json as today
+    assert len(held.meta) == 8 and len(held.labeled) == 32 and not set(held.meta) & set(held.labeled)
+    assert sorted({*held.meta, *held.labeled}) == sorted(plain.labeled)        # the same labels in all
+    assert np.array_equal(held.unlabeled, plain.unlabeled)
+    assert np.bincount(y[held.meta], minlength=4).tolist() == [2, 2, 2, 2]     # class-balanced
+    assert np.array_equal(Split.from_dict(held.to_dict()).meta, held.meta)
+    assert np.array_equal(labeled_split(y, 40, 4, seed=3, meta_holdout=0.2).meta, held.meta)   # seeded
+    with pytest.raises(UserError, match="meta_holdout=0.01 of 10 labels per class holds out 0"):
+        labeled_split(y, 40, 4, seed=3, meta_holdout=0.01)
+
+
+def test_data_source_draws_the_held_out_batch_from_the_held_out_images_only():
+    from metassl.data import labeled_split
+    from metassl.data.resident import prepare_data
+    data = make_tiny_data(n_train=80, size=6)
+    split = labeled_split(data.y_train, 16, 4, 0, meta_holdout=0.25)
+    dd = prepare_data(data, split, torch.device("cpu"), flip="false", translate=0)
+    held = dd.view(dd.x_train[torch.from_numpy(split.meta)], "none").flatten(1)      # (4, 36)
+    seen = dd.view(dd.x_train[torch.from_numpy(split.labeled)], "none").flatten(1)
+    for batch in dd.batches(0, 3, ("weak",), 8, 8, seed=0):
+        for x in batch.x_meta.flatten(1):
+            assert (held - x).abs().sum(1).min() < 1e-5
+        for x in batch.x_lb.flatten(1):
+            assert (held - x).abs().sum(1).min() > 1e-3 and (seen - x).abs().sum(1).min() < 1e-5
+    assert next(prepare_data(data, labeled_split(data.y_train, 16, 4, 0), torch.device("cpu")).batches(
+        0, 1, ("weak",), 8, 8, seed=0)).x_meta is None
+
+
+@pytest.mark.parametrize("name", ["meta", "metamixup", "metafixmatch"])
+def test_held_out_images_reach_the_correction_but_never_the_classification_loss(name):
+    algo = build_algorithm(dataclasses.replace(Config(), algorithm=name, meta_method="fd"))
+    batch = tiny_batch(algo)
+    g = torch.Generator().manual_seed(5)
+    out = []
+    for shift in (0.0, 1.0):
+        b = copy.copy(batch)
+        b.x_meta = (torch.randn(8, 1, 6, 6, generator=g) + shift).requires_grad_(True)
+        b.y_meta = torch.randint(0, 4, (8,), generator=g)
+        torch.manual_seed(0)
+        o = algo.step(tiny_net().train(), b, tiny_context(beta=0.5))
+        assert torch.autograd.grad(o.loss, b.x_meta, allow_unused=True) == (None,)   # nothing fits them
+        out.append(o)
+    if name != "metamixup":                     # (metamixup's mixed target holds y^, which depends on them)
+        torch.testing.assert_close(out[0].metrics["loss_cls"], out[1].metrics["loss_cls"], rtol=0, atol=0)
+    assert (out[0].pseudo_labels[1] - out[1].pseudo_labels[1]).abs().max() > 1e-4
+    torch.testing.assert_close(out[0].pseudo_labels[0], out[1].pseudo_labels[0])   # y~ is not theirs either
+
+
+def test_holdout_is_refused_where_nothing_reads_it(tmp_path):
+    from metassl.train import build_data
+    cfg = dataclasses.replace(Config(), algorithm="neither", meta_holdout=0.2).resolved()
+    with pytest.raises(UserError, match="meta_holdout=0.2 holds labels out .* algorithm=neither has none"):
+        build_data(cfg, build_algorithm(cfg), make_tiny_data(), torch.device("cpu"))
+
+
+# ------------------------------------------------------------------ defaults: today's step, draw for draw
+@pytest.mark.parametrize("name", ["meta", "metamixup"])
+def test_default_step_is_eq6_with_the_classification_batch(name):
+    cfg = dataclasses.replace(Config(), algorithm=name, meta_method="jvp")
+    algo, batch, model = build_algorithm(cfg), tiny_batch(build_algorithm(cfg)), tiny_net().train()
+    assert batch.x_meta is None
+    before = copy.deepcopy(model)                    # the step's train-mode forward moves BN's running statistics
+    torch.manual_seed(0)
+    got = algo.step(model, batch, tiny_context(beta=0.5))
+    y_tilde, y_hat = got.pseudo_labels
+    g = meta_gradient(before, batch.x_lb, batch.y_lb, batch.x_ulb[0], y_tilde, method="jvp")
+    torch.testing.assert_close(y_hat, project_to_simplex(y_tilde - 0.5 * g, "relu"))
+
+
+# ------------------------------------------------------------------ MetaFixMatch: where the correction enters
+def run_metafixmatch(beta, threshold=0.0, **kw):
+    algo, batch, model = MetaFixMatch(threshold, eps_scale=EPS, **kw), tiny_batch(FixMatch()), tiny_net().train()
+    torch.manual_seed(7)
+    return algo.step(model, batch, tiny_context(beta=beta))
+
+
+def test_soft_target_counts_a_correction_that_flips_no_label_and_hard_does_not():
+    small = 1e-3                                                     # moves probability, flips no argmax here
+    plain_hard, hard = run_metafixmatch(0.0), run_metafixmatch(small)
+    plain_soft, soft = run_metafixmatch(0.0, meta_target="soft"), run_metafixmatch(small, meta_target="soft")
+    assert torch.equal(hard.pseudo_labels[0].argmax(1), hard.pseudo_labels[1].argmax(1))
+    torch.testing.assert_close(hard.metrics["loss_fm"], plain_hard.metrics["loss_fm"])
+    assert (soft.metrics["loss_fm"] - plain_soft.metrics["loss_fm"]).abs() > 1e-7
+    assert plain_soft.metrics["loss_fm"] > plain_hard.metrics["loss_fm"]   # CE to a soft y~ exceeds CE to its argmax
+
+
+def test_threshold_on_plain_keeps_fixmatchs_rows_and_corrected_moves_them():
+    fm_mask = {}
+    for on in ("corrected", "plain"):
+        out = run_metafixmatch(5.0, threshold=0.45, meta_threshold_on=on)
+        y_tilde, y_hat = out.pseudo_labels
+        fm_mask[on] = out.metrics["mask"]
+        expected = (y_tilde if on == "plain" else y_hat).max(1).values.ge(0.45).float().mean()
+        torch.testing.assert_close(out.metrics["mask"], expected)
+    assert fm_mask["plain"] != fm_mask["corrected"]                 # the big step pushes rows over the threshold
+    with pytest.raises(UserError, match="meta_target='x'"):
+        MetaFixMatch(eps_scale=EPS, meta_target="x")
