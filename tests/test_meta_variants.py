@@ -162,3 +162,65 @@ def test_threshold_on_plain_keeps_fixmatchs_rows_and_corrected_moves_them():
     assert fm_mask["plain"] != fm_mask["corrected"]                 # the big step pushes rows over the threshold
     with pytest.raises(UserError, match="meta_target='x'"):
         MetaFixMatch(eps_scale=EPS, meta_target="x")
+
+
+# ------------------------------------------------------------------ Meta Pseudo Labels
+def mpl_algo(**kw):
+    return build_algorithm(dataclasses.replace(Config(), algorithm="mpl", **kw))
+
+
+def test_mpl_signal_is_positive_when_the_student_step_lowers_its_labeled_loss_and_negative_otherwise():
+    from metassl.algorithms.mpl import labeled_loss_change
+    model, batch = tiny_net().train(), tiny_batch(FixMatch())
+    x, y = batch.x_lb, batch.y_lb
+    for labels, sign in ((y, 1), ((y + 1) % 4, -1)):      # the student trained on the true labels, then on wrong ones
+        loss_s = F.cross_entropy(model(x), labels)
+        h = labeled_loss_change(model, x, y, loss_s, lr=0.1)
+        assert sign * h > 1e-4
+        loss_s.backward()                                   # its graph is kept for the trainer's backward
+        assert model.training and all(torch.isfinite(p.grad).all() for p in model.parameters())
+        model.zero_grad(set_to_none=True)
+
+
+def test_mpl_teacher_moves_towards_its_sampled_labels_when_h_is_positive_and_away_when_negative(monkeypatch):
+    import metassl.algorithms.mpl as mpl
+    batch, logp = tiny_batch(mpl.MPL), {}
+    sampled = []
+    multinomial = torch.multinomial
+
+    def record(*a, **k):
+        out = multinomial(*a, **k)
+        sampled.append(out.squeeze(1))
+        return out
+
+    monkeypatch.setattr(torch, "multinomial", record)
+    for h in (1.0, 0.0, -1.0):
+        monkeypatch.setattr(mpl, "labeled_loss_change", lambda *a, h=h, **k: torch.tensor(h))
+        algo, model = mpl_algo(mpl_uda_weight=0.0, weight_decay=0.0), tiny_net().train()
+        torch.manual_seed(3)
+        out = algo.step(model, batch, tiny_context(lr=0.5))
+        assert out.metrics["mpl_h"] == h
+        with torch.no_grad():
+            lp = F.log_softmax(algo.teacher.eval()(batch.x_ulb[1]), 1)
+        logp[h] = lp.gather(1, sampled[-1][:, None]).mean()
+    assert torch.equal(sampled[0], sampled[2])
+    assert logp[1.0] > logp[0.0] + 1e-3 > logp[-1.0] + 2e-3
+
+
+def test_mpl_resumes_its_teacher_and_optimiser_exactly():
+    batch, ctx = tiny_batch(FixMatch()), tiny_context(lr=0.2)
+    algo, model = mpl_algo(), tiny_net().train()
+    torch.manual_seed(0)
+    algo.step(model, batch, ctx)
+    state, rng, model_copy = copy.deepcopy(algo.state_dict()), torch.get_rng_state(), copy.deepcopy(model)
+    assert set(state) == {"teacher", "teacher_opt"} and state["teacher_opt"]["state"]   # momentum buffers too
+    cont = algo.step(model, batch, ctx)
+    resumed = mpl_algo()
+    resumed.load_state_dict(state)
+    assert resumed.state_dict().keys() == state.keys()     # a checkpoint before the next step keeps it
+    torch.set_rng_state(rng)
+    again = resumed.step(model_copy, batch, ctx)
+    for k in ("loss", "loss_teacher", "mpl_h"):
+        torch.testing.assert_close(again.metrics[k], cont.metrics[k], rtol=0, atol=0)
+    for (k, a), b in zip(algo.teacher.state_dict().items(), resumed.teacher.state_dict().values()):
+        assert torch.equal(a, b), k
