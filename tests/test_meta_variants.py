@@ -224,3 +224,18 @@ def test_mpl_resumes_its_teacher_and_optimiser_exactly():
         torch.testing.assert_close(again.metrics[k], cont.metrics[k], rtol=0, atol=0)
     for (k, a), b in zip(algo.teacher.state_dict().items(), resumed.teacher.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+# ------------------------------------------------------------------ tuning: the variants' knobs, the same budget
+def test_variant_dims_are_searched_only_where_the_variant_is_on():
+    from metassl import bench
+    from metassl.tune import SPACES, points, resolve, space_of
+    lr_step = bench.run_config("fmnist-100", "metamixup", 1, False, {})
+    normalised = bench.run_config("fmnist-100", "metamixup", 1, False, {"meta_step": "normalised"})
+    assert "beta" in space_of("metamixup", lr_step) and "meta_rho" not in space_of("metamixup", lr_step)
+    assert "meta_rho" in space_of("metamixup", normalised) and "beta" not in space_of("metamixup", normalised)
+    assert len(space_of("metamixup", lr_step)) == len(space_of("metamixup", normalised))   # the same budget
+    for p in points("metamixup", "fmnist-100", 3, 0, normalised)[1:]:
+        assert 0.02 <= p["meta_rho"] <= 1.0
+    for p in points("mpl", "fmnist-100", 3, 0, bench.run_config("fmnist-100", "mpl", 1, False, {})):
+        build_algorithm(bench.run_config("fmnist-100", "mpl", 1, False, resolve(p, SPACES["mpl"], 400)))

@@ -41,6 +41,7 @@ class Dim:
     high: float
     log: bool = False
     per_iteration: bool = False
+    when: tuple[str, str] | None = None   # (key, value): searched only where the entry's config has key=value
 
     def sample(self, rng: random.Random) -> float:
         if self.log:
@@ -63,6 +64,10 @@ def _ssl(**dims: Dim) -> dict[str, Dim]:
 
 
 WEIGHT_0_1_TO_10 = Dim(0.1, 10.0, log=True)     # around a paper's weight of 1
+# the correction's step size: beta under the paper's step, rho (a length on the simplex) under meta_step=normalised;
+# a dim whose variant is off draws nothing, so the entries' default spaces (and committed tunes) are unchanged
+BETA = Dim(0.1, 10.0, log=True, when=("meta_step", "lr"))
+RHO = Dim(0.02, 1.0, log=True, when=("meta_step", "normalised"))
 SPACES: dict[str, dict[str, Dim]] = {
     "supervised": dict(LR),
     "fully-supervised": dict(LR),
@@ -77,12 +82,18 @@ SPACES: dict[str, dict[str, Dim]] = {
     "freematch": _ssl(freematch_weight=WEIGHT_0_1_TO_10, freematch_ema=Dim(0.9, 0.999)),   # the EMA sets its threshold
     "softmatch": _ssl(softmatch_weight=WEIGHT_0_1_TO_10, softmatch_n_sigma=Dim(1.0, 4.0)),
     # meta-gradient variants: the same mechanism and BUDGET (their weight is consistency_weight)
-    "metafixmatch": _ssl(fixmatch_weight=WEIGHT_0_1_TO_10, fixmatch_threshold=Dim(0.6, 0.99)),
+    "metafixmatch": _ssl(fixmatch_weight=WEIGHT_0_1_TO_10, fixmatch_threshold=Dim(0.6, 0.99), meta_rho=RHO),
     "neither": _ssl(consistency_weight=WEIGHT_0_1_TO_10),
     "mixup": _ssl(consistency_weight=WEIGHT_0_1_TO_10, mixup_gamma=Dim(0.05, 1.0, log=True)),
-    "meta": _ssl(consistency_weight=WEIGHT_0_1_TO_10, beta=WEIGHT_0_1_TO_10),
-    "metamixup": _ssl(consistency_weight=WEIGHT_0_1_TO_10, beta=WEIGHT_0_1_TO_10),
+    "meta": _ssl(consistency_weight=WEIGHT_0_1_TO_10, beta=BETA, meta_rho=RHO),
+    "metamixup": _ssl(consistency_weight=WEIGHT_0_1_TO_10, beta=BETA, meta_rho=RHO),
+    "mpl": _ssl(mpl_uda_weight=WEIGHT_0_1_TO_10, mpl_teacher_lr=Dim(0.3, 3.0, log=True)),   # its ramp is UDA's
 }
+
+
+def space_of(name: str, base: Config) -> dict[str, Dim]:
+    """The entry's searched keys for its config `base`: a dim with `when` only where its variant is on."""
+    return {k: d for k, d in SPACES[name].items() if d.when is None or str(getattr(base, d.when[0])) == d.when[1]}
 BUDGET = dict(trials=8, eta=2, iterations=400, num_val=1000)   # iterations of the last rung = the bench's FULL run
 # Set by the budget, so not a key=value override of `metassl tune`:
 BUDGET_KEYS = ("iterations", "eval_every", "checkpoint_every", "warmup", "num_val", "seed", "split_seed", "algorithm")
@@ -104,7 +115,7 @@ def resolve(point: dict[str, float], space: dict[str, Dim], iterations: int) -> 
 
 def points(name: str, suite: str, trials: int, seed: int, base: Config) -> list[dict[str, float]]:
     """The `trials` points, the same on every call: trial 0 is the entry's defaults, the rest random."""
-    space = SPACES[name]
+    space = space_of(name, base)
     rng = random.Random(f"{suite}/{name}/{seed}")
     default = {k: (base.consistency_rampup / base.iterations if d.per_iteration else float(getattr(base, k)))
                for k, d in space.items()}
@@ -141,6 +152,7 @@ def run_tune(suite: str, name: str, *, trials: int = BUDGET["trials"], eta: int 
         raise UserError(f"{fixed[0]} is set by the search or its budget, not by key=value; use the tune's flags")
     plan = rungs(trials, eta, iterations)
     base = run_config(suite, name, seed, False, overrides)
+    space = space_of(name, base)
     pts = points(name, suite, trials, seed, base)
 
     def config(t: int, iters: int) -> Config:
