@@ -92,3 +92,59 @@ def test_scikit_learn_check_estimator_suite():
 def test_import_metassl_stays_light():
     code = "import sys, metassl; assert 'sklearn' not in sys.modules and 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the small-data defaults (issue 16) --------------------------------------------------------------------
+from metassl import estimator as est_mod  # noqa: E402
+
+
+def test_auto_budget_is_derived_from_the_data_size():
+    assert est_mod.auto_batch_size(1400) == 64 and est_mod.auto_batch_size(100) == 32
+    assert est_mod.auto_iterations(1400, 64) == round(est_mod.EPOCHS * 1400 / 64)
+    assert est_mod.auto_iterations(10, 32) == est_mod.MIN_ITERATIONS
+    assert est_mod.auto_iterations(10**7, 128) == est_mod.MAX_ITERATIONS
+    X, y = np.random.default_rng(0).normal(size=(90, 3)), np.repeat([0, 1, 2], 30)
+    clf = MetaSSLClassifier(init="none", random_state=0).set_params(iterations=3)   # 'auto' batch, given budget
+    clf.fit(X, y)
+    assert clf.batch_size_ == est_mod.auto_batch_size(90) and clf.iterations_ == 3
+
+
+def test_validation_rows_come_from_the_labeled_rows_only_and_their_labels_stay_hidden(digits, monkeypatch):
+    X_tr, y_semi, X_te, _ = digits
+    seen = {}
+    real = est_mod.label_spreading_init
+
+    def spy(X, y, **kw):
+        seen["y"] = y.copy()
+        return real(X, y, **kw)
+
+    monkeypatch.setattr(est_mod, "label_spreading_init", spy)
+    clf = MetaSSLClassifier(iterations=3, validation_fraction=0.2, random_state=0).fit(X_tr, y_semi)
+    val = clf.validation_rows_
+    assert len(val) >= 10 and (y_semi[val] >= 0).all()                  # one or more per class, labeled rows only
+    assert (seen["y"][val] == -1).all()                                   # the init never sees their labels
+    assert (seen["y"] >= 0).sum() == (y_semi >= 0).sum() - len(val)
+    assert 0 <= clf.validation_score_ <= 1 and len(X_tr) + len(X_te) > len(X_tr)  # fit saw X_tr alone
+    assert MetaSSLClassifier(iterations=3, init="none", random_state=0).fit(X_tr, y_semi).validation_score_ is None
+
+
+def test_label_spreading_init_labels_confident_unlabeled_rows(digits, monkeypatch):
+    X_tr, y_semi, _, _ = digits
+    rows, labels = est_mod.label_spreading_init(X_tr.astype(float), y_semi)
+    assert len(rows) == round(est_mod.INIT_SHARE * (y_semi == -1).sum()) and (y_semi[rows] == -1).all()
+    _, _, y_tr, _ = train_test_split(*load_digits(return_X_y=True), test_size=0.25, stratify=load_digits().target,
+                                     random_state=0)
+    assert (labels == y_tr[rows]).mean() > 0.95                         # y_semi's classes are 0..9: encoding = label
+    on = MetaSSLClassifier(iterations=2, random_state=0).fit(X_tr, y_semi)
+    off = MetaSSLClassifier(iterations=2, init="none", random_state=0).fit(X_tr, y_semi)
+    assert on.n_pseudo_labels_ == len(rows) and off.n_pseudo_labels_ == 0
+    assert est_mod.shared_scale(X_tr) and not est_mod.shared_scale(X_tr * np.r_[np.ones(63), 1000.0])
+
+
+def test_n_jobs_sets_torch_threads_only_during_fit(digits):
+    X_tr, y_semi, _, _ = digits
+    before = torch.get_num_threads()
+    MetaSSLClassifier(iterations=2, n_jobs=2, init="none", random_state=0).fit(X_tr, y_semi)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="n_jobs"):
+        MetaSSLClassifier(iterations=2, n_jobs=0).fit(X_tr, y_semi)

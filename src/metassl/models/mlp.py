@@ -8,13 +8,15 @@ from metassl.models.registry import register
 
 
 class MLP(nn.Module):
-    """in_features -> [Linear -> BatchNorm1d -> ReLU] per hidden size -> fc; inputs are flattened first."""
+    """in_features -> [Linear -> BatchNorm1d -> ReLU (-> Dropout)] per hidden size -> fc; inputs are flattened
+    first. dropout: probability after each hidden layer (0 = none; the estimator's default for small tables)."""
 
-    def __init__(self, in_features: int, num_classes: int, hidden: tuple[int, ...] = (256, 256)):
+    def __init__(self, in_features: int, num_classes: int, hidden: tuple[int, ...] = (256, 256), dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = []
         for width in hidden:
             layers += [nn.Linear(in_features, width), nn.BatchNorm1d(width), nn.ReLU(inplace=False)]
+            layers += [nn.Dropout(dropout)] if dropout > 0 else []
             in_features = width
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(in_features, num_classes)
