@@ -8,24 +8,32 @@
     X, y = load_digits(return_X_y=True)                    # (1797, 64) pixel values 0..16, 10 classes
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
     y_semi = np.where(np.random.default_rng(0).random(len(y_tr)) < 0.1, y_tr, -1)   # keep ~10% of labels
-    clf = MetaSSLClassifier(iterations=600, random_state=0).fit(X_tr, y_semi)        # tabular: mlp backbone
+    clf = MetaSSLClassifier(random_state=0).fit(X_tr, y_semi)                        # tabular: mlp backbone
     print(clf.score(X_te, y_te))
     clf_img = MetaSSLClassifier(iterations=600, random_state=0).fit(X_tr.reshape(-1, 8, 8), y_semi)  # cnn
 
 Design: one training loop. Both images and tabular rows go through `metassl.train.train` with an
 in-memory `ImageData` whose labeled rows form the training set (`num_labels=-1`) and whose unlabeled
 rows are `x_unlabeled`, so the algorithm's step, schedules, EMA and checkpoints are exactly those of
-`metassl train`. Tabular rows (N, D) are laid out as D channels of a 1x1 image, (N, 1, 1, D) NHWC:
-the trainer uses float inputs as they are, and its per-channel mean/std (computed over labeled and
-unlabeled rows) then standardise each feature, in training and in `predict`. Features constant over
-the training rows are dropped (`keep_`), since their std of 0 would divide by zero. The 1x1 layout
-gets no augmentation (translate=0, no flip); the `mlp` backbone flattens it back to (N, D).
-Images (N, H, W) or (N, H, W, C) become float32, integer dtypes divided by 255 (the 0..255 scale);
-weak augmentation is a random translation by up to 2 pixels (none below 8x8), no flips (digits and
-text are not mirror-symmetric). The warm-up takes the first 10% of `iterations` and the consistency
-weight ramps up over the first 20%, so short budgets are not all warm-up. With no unlabeled rows the
-labeled rows also serve as unlabeled ones (the paper's Theorem 2 setting). The run is written to a
-temporary directory and deleted; the fitted network (the weights the run evaluates) is `model_`.
+`metassl train`; the estimator builds the backbone itself (mlp: hidden_layer_sizes, dropout) and loads
+the evaluated weights back from the run's checkpoint. Tabular rows (N, D) are laid out as a 1-pixel-high
+image: features that share one scale (pixels; `shared_scale`) as ONE channel (N, 1, D, 1), so the
+trainer's per-channel mean/std is one global scale; others as D channels (N, 1, 1, D), each feature
+standardised. Features constant over the training rows are dropped (`keep_`). Rows get no augmentation.
+Images (N, H, W) or (N, H, W, C) become float32, integer dtypes divided by 255; weak augmentation is a
+random translation by up to 2 pixels (none below 8x8), no flips.
+
+Small-data defaults (issue 16, docs/SKLEARN.md; tuned on split seeds 100-102, never the reported ones):
+`init='label_spreading'` labels the most confident 75% of the unlabeled rows with scikit-learn's
+LabelSpreading (knn graph, 7 neighbours) and adds them to the labeled rows; all unlabeled rows stay in
+the unlabeled pool, where metamixup's meta-gradient corrects the network's own pseudo-labels.
+`iterations='auto'` is 25 passes over the N training rows at `batch_size='auto'` (~N/16, 32..128),
+200..2000 iterations; warm-up 10% and consistency ramp-up 20% of the budget; EMA 0.99 (capped at a fifth
+of the run). `validation_fraction` > 0 holds out a class-balanced share of the LABELED rows (hidden from
+training and from the init; they stay unlabeled rows) and reports `validation_score_`; the default is 0,
+since with 10 labels per class every label counts and the fixed cosine schedule + EMA needs no early
+stopping. With no unlabeled rows the labeled rows also serve as unlabeled ones (Theorem 2's setting).
+The run is written to a temporary directory and deleted; the fitted network is `model_`.
 """
 from __future__ import annotations
 
