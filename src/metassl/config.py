@@ -298,9 +298,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 10 minutes on 2 CPU cores: half the run labeled-only (cheap steps fit the labels), then the method with
     # its consistency ramp (10 % of the rest); chosen on a validation split (docs/PERFORMANCE.md, time to accuracy)
     "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000, model="cnn", algorithm="metamixup",
-                        iterations=3000, labeled_warmup=1500, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,
-                        lr_schedule="cosine", consistency_rampup=150, mixup_gamma=0.1, translate=2,
-                        eval_every=375, checkpoint_every=375),
+                        iterations=2000, labeled_warmup=1000, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,
+                        lr_schedule="cosine", consistency_rampup=100, mixup_gamma=0.1, translate=2,
+                        eval_every=250, checkpoint_every=250),
     "svhn-1000": dict(_AUTHORS, dataset="svhn", num_labels=1000, weight_decay=5e-5, mixup_gamma=0.1,
                       flip="false", seed=7788),
     "cifar10-4000": dict(_AUTHORS, dataset="cifar10", num_labels=4000, weight_decay=1e-4, mixup_gamma=1.0,
