@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The time-to-accuracy recipe screen of docs/PERFORMANCE.md (issue #12): paired runs on seed 0's split,
+# every choice read off the validation split (num_val=5000 held out of the training set), never the test set.
+#
+#   scripts/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | all (default); NPAR runs at once (default 2)
+#
+# s1: the shared recipe at 1200 metamixup iterations: the preset as it was (c0) vs EMA evaluation (c1).
+# s2: a 10-minute budget on this 2-core CPU (iteration counts from the measured step costs, see the doc):
+#     supervised for the whole budget vs metamixup after a labeled-only warm-up of half the run, with the
+#     head-only meta pass (meta_params=head) and with the full one.
+# Each run is an ordinary `metassl train` into runs/recipe/NAME (one thread each, NPAR at once); a finished
+# run (results.json) is skipped, so re-running the script finishes the screen.
+set -euo pipefail
+STAGE=${1:-all}; NPAR=${2:-2}; OUT=${OUT:-runs/recipe}; METASSL=${METASSL:-metassl}
+OLD="iterations=1200 consistency_rampup=120 eval_every=300 checkpoint_every=1200 meta_params=all"   # s1 (1400-it preset of the time)
+LW="iterations=3800 labeled_warmup=1900 consistency_rampup=190 eval_every=475 checkpoint_every=475"
+jobs=()
+[[ $STAGE == s1 || $STAGE == all ]] && jobs+=("s1-c0 $OLD warmup=120 labeled_warmup=0" "s1-c1 $OLD warmup=120 labeled_warmup=0 ema=0.99")
+[[ $STAGE == s2 || $STAGE == all ]] && jobs+=(
+  "s2-sup algorithm=supervised iterations=6400 eval_every=800 checkpoint_every=800 labeled_warmup=0"
+  "s2-lw50-head $LW meta_params=head"
+  "s2-lw50-all $LW meta_params=all")
+mkdir -p "$OUT"
+run() {
+  name=$1; shift
+  [ -f "$OUT/$name/results.json" ] && { echo "$name: finished"; return; }
+  $METASSL train --preset fmnist-1000 --quiet --force --out "$OUT/$name" algorithm=metamixup num_val=5000 \
+    threads=1 seed=0 "$@" > "$OUT/$name.log" 2>&1 && tail -1 "$OUT/$name.log"
+}
+export -f run; export OUT METASSL
+printf '%s\n' "${jobs[@]}" | xargs -P "$NPAR" -L 1 bash -c 'run "$@"' _
