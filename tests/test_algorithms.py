@@ -214,10 +214,13 @@ def test_mixmatch_step_guesses_from_the_k_views():
 
 # --------------------------------------------------------------------------- every algorithm learns
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("name", sorted(set(ALGORITHMS) - {"mpl"}))   # MPL's student never sees a label
 def test_every_algorithm_lowers_the_labeled_loss_on_a_fixed_batch(name):
     """20 SGD steps of the algorithm's own loss on one hand-made batch fit its labeled images: the
-    eval-mode cross-entropy drops below 60% of its start (measured: 8-45%), and so does the step's loss."""
+    eval-mode cross-entropy drops below 60% of its start (measured: 8-45%), and so does the step's loss.
+    Meta Pseudo Labels is left out by design: its student learns only from the teacher's pseudo-labels (the
+    labeled images reach it through the teacher), so 20 steps need not fit them; tests/test_meta_variants.py
+    proves its mechanism instead."""
     algo, model = build(name), tiny_net().train()
     batch = tiny_batch(algo)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

@@ -1,4 +1,4 @@
-"""Small pieces the baseline algorithms share: the unlabeled-loss terms and a BN guard.
+"""Small pieces the baseline algorithms share: the FixMatch family's joint forward, the unlabeled-loss terms, a BN guard.
 
 Each is one tensor expression with its source; the algorithms stay one file each (fixmatch style).
 """
@@ -7,9 +7,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..batch import Batch
 from ..errors import UserError
 
 
@@ -17,6 +19,15 @@ def softmax_mse(logits: Tensor, target: Tensor) -> Tensor:
     """Squared error between softmax(logits) and target, averaged over classes and batch (Laine & Aila
     2017, Tarvainen & Valpola 2017, Berthelot et al. 2019 all use this 1/C normalisation). (B, C) -> ()."""
     return F.mse_loss(F.softmax(logits.float(), dim=1), target, reduction="mean")
+
+
+def joint_forward(model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+    """FixMatch's single train-mode forward of the labeled, weak and strong images together (so BN sees one
+    batch, as its authors concatenate them): (logits_x_lb, logits_x_ulb_w, logits_x_ulb_s), float32."""
+    x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
+    b, u = len(x_lb), len(x_ulb_w)
+    logits = model(torch.cat([x_lb, x_ulb_w, x_ulb_s])).float()      # (B_l + 2 B_u, C)
+    return logits[:b], logits[b:b + u], logits[b + u:]
 
 
 def hard_pseudo_labels(probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:

@@ -26,7 +26,7 @@ from ..batch import Batch
 from ..config import Config
 from ..errors import UserError
 from .base import Algorithm, StepContext, StepOutput, register
-from .common import check, masked_ce
+from .common import check, joint_forward, masked_ce
 
 
 @register("flexmatch")
@@ -63,9 +63,7 @@ class FlexMatch(Algorithm):
             raise UserError("flexmatch keeps a learning status per unlabeled image and needs their positions in the "
                             "pool (Batch.idx_ulb); the streamed image-folder source does not give them")
         x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
-        b, u = len(x_lb), len(x_ulb_w)
-        logits = model(torch.cat([x_lb, x_ulb_w, x_ulb_s])).float()      # (B_l + 2 B_u, C)
-        logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = logits[:b], logits[b:b + u], logits[b + u:]
+        logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         q = F.softmax(logits_x_ulb_w.detach(), dim=1)                    # (B_u, C), no gradient
         conf, y_pseudo = q.max(dim=1)                                    # (B_u,), (B_u,)
         if self.selected is None or len(self.selected) != ctx.num_unlabeled:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..batch import Batch
 from ..config import Config
 from .base import Algorithm, StepContext, StepOutput, register
-from .common import check, masked_ce
+from .common import check, joint_forward, masked_ce
 
 
 def fairness_loss(mask: Tensor, logits_x_ulb_s: Tensor, p_model: Tensor, label_hist: Tensor) -> Tensor:
@@ -82,9 +82,7 @@ class FreeMatch(Algorithm):
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
-        b, u = len(x_lb), len(x_ulb_w)
-        logits = model(torch.cat([x_lb, x_ulb_w, x_ulb_s])).float()      # (B_l + 2 B_u, C)
-        logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = logits[:b], logits[b:b + u], logits[b + u:]
+        logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         q = F.softmax(logits_x_ulb_w.detach(), dim=1)                    # (B_u, C), no gradient
         self.update(q)
         thresholds = self.class_thresholds()                             # (C,)

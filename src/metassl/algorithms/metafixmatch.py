@@ -31,7 +31,7 @@ from torch import nn
 from ..batch import Batch
 from ..config import Config
 from .base import StepContext, StepOutput, register
-from .common import check, hard_pseudo_labels, masked_ce
+from .common import check, hard_pseudo_labels, joint_forward, masked_ce
 from .fixmatch import FixMatch, check_fixmatch
 from .meta_gradient import correct_pseudo_labels, meta_gradient, meta_labeled
 
@@ -58,9 +58,7 @@ class MetaFixMatch(FixMatch):
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
-        b, u = len(x_lb), len(x_ulb_w)
-        logits = model(torch.cat([x_lb, x_ulb_w, x_ulb_s])).float()      # (B_l + 2 B_u, C)
-        logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = logits[:b], logits[b:b + u], logits[b + u:]
+        logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         y_tilde = F.softmax(logits_x_ulb_w.detach(), dim=1)              # (B_u, C), FixMatch's q, no gradient
         grad_y = meta_gradient(model, *meta_labeled(batch), x_ulb_w, y_tilde, method=self.meta_method,
                                phi=self.meta_phi, eps_scale=self.eps_scale, alpha=ctx.lr,
