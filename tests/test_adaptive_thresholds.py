@@ -18,19 +18,10 @@ from metassl.algorithms.freematch import FreeMatch, fairness_loss
 from metassl.algorithms.softmatch import SoftMatch
 from metassl.config import build_config
 from metassl.train import train
-from tests.conftest import make_tiny_data, tiny_batch, tiny_net
+from tests.conftest import identity_net, make_tiny_data, tiny_batch, tiny_net
 
 C = 4
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
-
-
-def identity_net() -> nn.Module:
-    """logits = the input itself ((N, C, 1, 1) -> (N, C)): the test sets the confidences."""
-    lin = nn.Linear(C, C)
-    with torch.no_grad():
-        lin.weight.copy_(torch.eye(C))
-        lin.bias.zero_()
-    return nn.Sequential(nn.Flatten(), lin)
 
 
 def logits_for(conf: list[float], classes: list[int]) -> torch.Tensor:
@@ -70,7 +61,7 @@ def test_flexmatch_class_thresholds_follow_the_learning_status_with_and_without_
 
 @pytest.mark.parametrize("warmup", [True, False])
 def test_flexmatch_step_masks_with_the_previous_status_then_records_confident_predictions(warmup):
-    algo, model = FlexMatch(0.9, flexmatch_warmup=warmup), identity_net()
+    algo, model = FlexMatch(0.9, flexmatch_warmup=warmup), identity_net(C)
     # step 1: nothing learned yet, every threshold is M(0) tau = 0, so every row passes
     out = algo.step(model, batch_of([0.95, 0.92, 0.5, 0.3], [0, 0, 1, 2], [3, 7, 8, 9]), ctx())
     assert out.metrics["mask"].item() == 1.0
@@ -89,7 +80,7 @@ def test_flexmatch_step_masks_with_the_previous_status_then_records_confident_pr
 
 
 def test_flexmatch_status_changes_when_an_image_is_predicted_as_another_class():
-    algo, model = FlexMatch(0.9, flexmatch_warmup=False), identity_net()
+    algo, model = FlexMatch(0.9, flexmatch_warmup=False), identity_net(C)
     algo.step(model, batch_of([0.95, 0.95, 0.95], [0, 0, 1], [0, 1, 2]), ctx())
     torch.testing.assert_close(algo.learning_effect(C), torch.tensor([1, 0.5, 0, 0]))
     algo.step(model, batch_of([0.97, 0.2, 0.2], [1, 0, 0], [0, 5, 6]), ctx())   # image 0 now says class 1
@@ -100,7 +91,7 @@ def test_flexmatch_status_changes_when_an_image_is_predicted_as_another_class():
 
 def test_freematch_global_and_local_thresholds_move_with_the_ema_of_confidence():
     m = 0.5
-    algo, model = FreeMatch(freematch_ema=m, freematch_fairness_weight=0.0), identity_net()
+    algo, model = FreeMatch(freematch_ema=m, freematch_fairness_weight=0.0), identity_net(C)
     conf, cls = [0.9, 0.8, 0.7, 0.4], [0, 0, 1, 2]
     q = F.softmax(logits_for(conf, cls).flatten(1), 1)
     out = algo.step(model, batch_of(conf, cls), ctx())
@@ -150,7 +141,7 @@ def test_freematch_fairness_term_is_eq12_over_the_kept_rows_and_zero_without_the
     assert none.item() == 0.0 and torch.isfinite(none)
     # the step adds w(t) * w_f * loss_f
     algo = FreeMatch(freematch_fairness_weight=0.5)
-    out = algo.step(identity_net(), batch_of([0.9, 0.8, 0.7, 0.6], [0, 1, 2, 3]), ctx(weight=0.7))
+    out = algo.step(identity_net(C), batch_of([0.9, 0.8, 0.7, 0.6], [0, 1, 2, 3]), ctx(weight=0.7))
     m = out.metrics
     torch.testing.assert_close(m["loss"], m["loss_cls"] + 0.7 * (m["loss_fm"] + 0.5 * m["loss_fair"]))
 
@@ -159,7 +150,7 @@ def test_freematch_fairness_term_is_eq12_over_the_kept_rows_and_zero_without_the
 
 def test_softmatch_weights_follow_the_truncated_gaussian_with_ema_mean_and_variance():
     m, n = 0.5, 2.0
-    algo, model = SoftMatch(softmatch_ema=m, softmatch_n_sigma=n, softmatch_align=False), identity_net()
+    algo, model = SoftMatch(softmatch_ema=m, softmatch_n_sigma=n, softmatch_align=False), identity_net(C)
     conf, cls = [0.95, 0.8, 0.4, 0.3], [0, 1, 2, 3]
     out = algo.step(model, batch_of(conf, cls), ctx())
     mu = m / C + (1 - m) * np.mean(conf)                                 # Eq. 7 from mu_0 = 1/C
@@ -182,7 +173,7 @@ def test_softmatch_loss_is_weighted_ce_to_raw_argmax_and_weights_use_uniformly_a
     conf, cls = [0.9, 0.85, 0.8, 0.4], [0, 0, 0, 1]                      # the batch leans to class 0
     batch = batch_of(conf, cls)
     q = F.softmax(batch.x_ulb[0].flatten(1), 1)
-    out = algo.step(identity_net(), batch, ctx())
+    out = algo.step(identity_net(C), batch, ctx())
     p_model = q.mean(0)                                                  # the first batch's mean (USB)
     torch.testing.assert_close(algo.p_model, p_model)
     aligned = q * (1 / C + 1e-6) / (p_model + 1e-6)

@@ -22,7 +22,7 @@ from metassl.algorithms.mixmatch import MixMatch, guess_labels
 from metassl.algorithms.vat import VAT, kl_div
 from metassl.config import Config
 from metassl.train import train
-from tests.conftest import TINY_CLASSES, make_tiny_data, run_step, tiny_batch, tiny_net
+from tests.conftest import TINY_CLASSES, identity_net, make_tiny_data, run_step, tiny_batch, tiny_net
 from tests.conftest import tiny_context as ctx
 
 C = TINY_CLASSES   # classes of the tiny problems (conftest.tiny_net, tiny_batch)
@@ -97,15 +97,6 @@ def test_hard_pseudo_labels_threshold():
     assert labels.tolist() == [0, 1, 1, 0] and mask.tolist() == [1.0, 1.0, 0.0, 0.0]
 
 
-def identity_net() -> nn.Module:
-    """logits = the input itself ((N, C, 1, 1) -> (N, C)): confidences are set by the test."""
-    lin = nn.Linear(C, C)
-    with torch.no_grad():
-        lin.weight.copy_(torch.eye(C))
-        lin.bias.zero_()
-    return nn.Sequential(nn.Flatten(), lin)
-
-
 def logits_with_confidence(conf: list[float]) -> torch.Tensor:
     """(N, C, 1, 1) logits whose softmax puts `conf` on class i % C and the rest evenly."""
     rows = []
@@ -124,7 +115,7 @@ def test_fixmatch_mask_follows_threshold(threshold, expected):
     x_s = torch.randn_like(x_w)
     batch = Batch(torch.randn(3, C, 1, 1), torch.tensor([0, 1, 2]), [x_w, x_s])
     algo = FixMatch(fixmatch_threshold=threshold)
-    model = identity_net()
+    model = identity_net(C)
     metrics = algo.step(model, batch, ctx()).metrics
     assert metrics["mask"].item() == pytest.approx(np.mean(expected))
     # the loss is the mean over all rows of mask * CE(strong logits, argmax weak)
@@ -207,7 +198,7 @@ def test_mixmatch_step_guesses_from_the_k_views():
     algo = MixMatch(mixmatch_k=2, mixmatch_t=0.5)
     v1, v2 = logits_with_confidence([0.8, 0.6]), logits_with_confidence([0.6, 0.3])
     batch = Batch(torch.randn(2, C, 1, 1), torch.tensor([0, 1]), [v1, v2])
-    out = algo.step(identity_net().train(), batch, ctx())
+    out = algo.step(identity_net(C).train(), batch, ctx())
     expected = guess_labels([F.softmax(v1.flatten(1), 1), F.softmax(v2.flatten(1), 1)], 0.5)
     torch.testing.assert_close(out.pseudo_labels[0], expected)
 
