@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 
 import pytest
 import torch
@@ -135,3 +136,31 @@ def test_atomic_writes_from_many_threads_never_share_a_temporary(tmp_path):
     text = target.read_text()
     assert len(set(text.splitlines())) == 1 and len(text.splitlines()) == 1000   # one whole write, not a mix
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_an_ema_run_reports_its_raw_weights_beside_and_raw_weights_swaps_them_into_the_tables(tmp_path):
+    # one set of runs decides on validation whether EMA evaluation pays: both sets of weights are evaluated
+    rows = run_bench("fmnist-1000", seeds=[0], algorithms=["supervised"], out=tmp_path, data=tiny_data(),
+                     overrides={**TINY, "ema": 0.5, "num_val": 16})
+    evals = [json.loads(l) for l in (tmp_path / "supervised-s0" / "metrics.jsonl").read_text().splitlines()
+             if '"eval"' in l]
+    assert all({"test_error_raw", "val_error_raw", "val_error"} <= set(e) for e in evals)
+    res = json.loads((tmp_path / "supervised-s0" / "results.json").read_text())
+    assert rows[0]["test_error_ema"] == round(res["test_error"], 4) and rows[0]["test_error_raw"] == round(res["test_error_raw"], 4)
+    raw = run_bench("fmnist-1000", seeds=[0], algorithms=["supervised"], out=tmp_path, data=tiny_data(),
+                    overrides={**TINY, "ema": 0.5, "num_val": 16}, raw_weights=True)[0]
+    assert raw["test_error"] == round(res["test_error_raw"], 4) and raw["val_error"] == round(res["val_error_raw"], 4)
+    assert raw["test_error_ema"] == round(res["test_error"], 4)
+    assert raw["test_error_median_last5"] == round(statistics.median(e["test_error_raw"] for e in evals), 4)
+    assert "raw weights (an EMA of decay 0.5 evaluated beside them" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(UserError, match="evaluated no EMA"):    # a run without an EMA has nothing to swap
+        run_bench("fmnist-1000", seeds=[0], algorithms=["supervised"], out=tmp_path / "plain", data=tiny_data(),
+                  overrides=TINY, raw_weights=True)
+
+
+def test_twins_table_pairs_each_meta_entry_with_its_twin_by_seed():
+    rows = [dict(algorithm=a, seed=s, test_error=e) for a, s, e in
+            [("mixup", 0, 20.0), ("metamixup", 0, 19.0), ("mixup", 1, 21.0), ("metamixup", 1, 21.5), ("metamixup", 2, 9.0)]]
+    table = bench.twins_table(rows)
+    assert "| `metamixup` | `mixup` | 2 | 20.25 ± 1.77 | 20.50 ± 0.71 | -0.25 ± 1.06 | 1/2 |" in table
+    assert "`meta`" not in table and bench.twins_table(rows[:1]) == ""

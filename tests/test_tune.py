@@ -12,7 +12,7 @@ from metassl.algorithms import build_algorithm
 from metassl.bench import run_bench
 from metassl.cli import main
 from metassl.errors import UserError
-from metassl.tune import SPACES, bench_values, load_tuned, points, resolve, rungs, run_tune
+from metassl.tune import SPACES, bench_values, load_tuned, points, resolve, rungs, run_tune, space_of
 from tests.conftest import make_tiny_data
 
 TINY = dict(num_labels=16, batch_size=8, device="cpu", eval_batch_size=64, log_every=2)
@@ -83,11 +83,18 @@ def test_trial_zero_is_the_entry_defaults_and_every_space_builds():
     p0 = points("fixmatch", "fmnist-1000", 3, 0, base)[0]
     assert p0["lr"] == base.lr and p0["fixmatch_weight"] == 1.0 and p0["consistency_rampup"] == pytest.approx(0.1)
     assert points("fixmatch", "fmnist-1000", 3, 0, base) == points("fixmatch", "fmnist-1000", 3, 0, base)
-    for name in bench.DEFAULT_ALGORITHMS + ["flexmatch", "freematch", "softmatch"]:   # the meta variants too
-        assert name in SPACES, name
-        for p in points(name, "fmnist-100", 4, 1, bench.run_config("fmnist-100", name, 1, False, {})):
-            cfg = bench.run_config("fmnist-100", name, 1, False, resolve(p, SPACES[name], 400))
+    for name in bench.DEFAULT_ALGORITHMS + ["mpl", *bench.VARIANTS]:   # the meta variants too
+        base = bench.run_config("fmnist-100", name, 1, False, {})
+        for p in points(name, "fmnist-100", 4, 1, base):
+            cfg = bench.run_config("fmnist-100", name, 1, False, resolve(p, space_of(name, base), 400))
             build_algorithm(cfg)
+
+
+def test_a_bench_variant_searches_its_algorithms_space_with_its_option_on():
+    norm = space_of("metamixup-norm", bench.run_config("fmnist-100", "metamixup-norm", 0, False, {}))
+    assert "meta_rho" in norm and "beta" not in norm and "consistency_weight" in norm
+    plain = space_of("metamixup", bench.run_config("fmnist-100", "metamixup", 0, False, {}))
+    assert "beta" in plain and "meta_rho" not in plain
 
 
 def test_tune_resumes_skips_finished_trials_and_refuses_fixed_keys(tmp_path, rigged):

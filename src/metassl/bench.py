@@ -44,7 +44,18 @@ FULL = dict(iterations=400, eval_every=80, checkpoint_every=80, warmup=40, consi
 QUICK = dict(iterations=100, eval_every=100, checkpoint_every=100, warmup=10, consistency_rampup=10, eval_batch_size=250,
              labeled_warmup=0)
 # Bench rows that are an algorithm with an option set: name -> (algorithm, config values).
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"vat-ent": ("vat", {"vat_entmin": True})}
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "vat-ent": ("vat", {"vat_entmin": True}),
+    # the meta-gradient's variants (docs/ALGORITHMS.md, "Making the correction help"): not default entries
+    "metamixup-norm": ("metamixup", {"meta_step": "normalised"}),       # fixed-length step rho, not beta*||g||
+    "metamixup-holdout": ("metamixup", {"meta_holdout": 0.2}),         # g_l from labels the CE never fits
+    "metafixmatch-soft": ("metafixmatch", {"meta_target": "soft"}),     # CE to the corrected y^ itself
+    "metafixmatch-norm": ("metafixmatch", {"meta_step": "normalised"}),
+}
+# Each meta-gradient entry and its twin without the correction (the same step with beta = 0): paired by seed.
+META_TWINS = {"meta": "neither", "metamixup": "mixup", "metamixup-norm": "mixup", "metamixup-holdout": "mixup",
+              "metafixmatch": "fixmatch", "metafixmatch-soft": "fixmatch", "metafixmatch-norm": "fixmatch",
+              "mpl": "supervised"}
 # Table rows, in the paper's order: name -> label. Comparison table first, then the ablation rows.
 COMPARISON = {
     "supervised": "Supervised (labeled images only)",
@@ -60,12 +71,13 @@ COMPARISON = {
     "softmatch": "SoftMatch (Chen et al. 2023)",
     "metamixup": "Meta-gradient SSL (ours: `metamixup`)",
     "metafixmatch": "MetaFixMatch (future direction)",
+    "mpl": "Meta Pseudo Labels (Pham et al. 2021)",
     "fully-supervised": "Fully supervised (every label; reference)",
 }
 ABLATION = {name: (row.meta, row.mixup) for name, row in ROWS.items()}   # (meta-gradient, mixup) per row
-DEFAULT_ALGORITHMS = [n for n in COMPARISON if n != "metamixup"] + list(ABLATION)
+DEFAULT_ALGORITHMS = [n for n in COMPARISON if n not in ("metamixup", "mpl")] + list(ABLATION)
 CSV_COLUMNS = ("algorithm", "seed", "num_labels", "test_error", "test_error_median_last5", "wall_seconds",
-               "images_per_second", "train_seconds", "seconds_to_target")
+               "images_per_second", "train_seconds", "seconds_to_target", "val_error", "val_error_raw", "test_error_raw", "val_error_ema", "test_error_ema")
 
 
 def run_config(suite: str, name: str, seed: int, quick: bool, overrides: dict[str, Any],
@@ -112,9 +124,11 @@ def run_one(cfg: Config, run_dir: Path, data: ImageData, quiet: bool) -> tuple[d
 def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str] | None = None, quick: bool = False,
               out: str | Path | None = None, overrides: dict[str, Any] | None = None, data: ImageData | None = None,
               quiet: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
-              tuned_dir: str | Path | None = None) -> list[dict[str, Any]]:
+              tuned_dir: str | Path | None = None, raw_weights: bool = False) -> list[dict[str, Any]]:
     """Run (or finish) a suite and write summary.csv and summary.md into `out`; returns the CSV rows.
-    With `tuned_dir` every entry takes the values `metassl tune` chose (tune.py; an entry without a file is an error)."""
+    With `tuned_dir` every entry takes the values `metassl tune` chose (tune.py; an entry without a file is an error).
+    With `raw_weights` the tables report the raw weights of runs that evaluated an EMA beside them (ema > 0):
+    one set of runs decides on validation whether EMA evaluation pays, and reports either."""
     from .algorithms import ALGORITHMS
 
     if suite not in SUITES:
@@ -144,24 +158,42 @@ def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str]
         except Interrupted as e:
             raise Interrupted(f"{e} (or re-run this bench command: it skips finished runs and resumes this one)",
                               e.exit_code) from None
+        if raw_weights:
+            res = raw_results(res, out / f"{name}-s{seed}")
+        elif res.get("test_error_raw") is not None:                  # an EMA was evaluated, raw beside it
+            res = {**res, "test_error_ema": res["test_error"], "val_error_ema": res.get("val_error")}
         rows.append({"algorithm": name, "seed": seed, "num_labels": res["num_labels"],
                      "test_error": round(res["test_error"], 4),
                      "test_error_median_last5": round(res["test_error_median_last5"], 4),
                      "wall_seconds": res["wall_seconds"], "images_per_second": res["images_per_second"],
                      "train_seconds": res.get("train_seconds", ""),
-                     "seconds_to_target": seconds_to(out / f"{name}-s{seed}", TARGET_ERROR[suite])})
+                     "seconds_to_target": seconds_to(out / f"{name}-s{seed}", TARGET_ERROR[suite]),
+                     **{k: "" if res.get(k) is None else round(res[k], 4)
+                        for k in CSV_COLUMNS[-5:]}})
         log(f"[{i}/{len(configs)}] {name} seed {seed}: {done}, test error {res['test_error']:.2f}% "
             f"(median of last 5: {res['test_error_median_last5']:.2f}%), {res['wall_seconds']:.0f} s; "
             f"bench {time.perf_counter() - t0:.0f} s so far")
-        write_summary(out, suite, rows, cfg, quick, overrides, tuned)   # after every run: partial tables while it runs
+        write_summary(out, suite, rows, cfg, quick, overrides, tuned, raw_weights)   # partial tables while it runs
     first = min(seed for _, seed in configs)
     try:                                                          # the curves of the first seed, overlaid
         from .plot import plot_runs
         plot_runs([out / f"{name}-s{seed}" for name, seed in configs if seed == first], out / "plots")
-        write_summary(out, suite, rows, cfg, quick, overrides, tuned)
+        write_summary(out, suite, rows, cfg, quick, overrides, tuned, raw_weights)
     except UserError as e:                                        # e.g. matplotlib missing: tables only
         log(f"no curves: {e}")
     return rows
+
+
+def raw_results(res: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A run's results with its raw weights' errors in place of the EMA's (the run must have evaluated both)."""
+    from .plot import read_metrics
+
+    if res.get("test_error_raw") is None:
+        raise UserError(f"{run_dir} evaluated no EMA beside its raw weights (ema=0): its errors are the raw "
+                        f"weights' already; leave out --raw-weights")
+    raw = [r["test_error_raw"] for r in read_metrics(run_dir) if r["kind"] == "eval" and "test_error_raw" in r]
+    return {**res, "test_error": res["test_error_raw"], "test_error_median_last5": statistics.median(raw[-5:]),
+            "val_error": res.get("val_error_raw"), "test_error_ema": res["test_error"], "val_error_ema": res.get("val_error")}
 
 
 # --- tables ----------------------------------------------------------------------------------------------
@@ -199,6 +231,21 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def twins_table(rows: list[dict[str, Any]]) -> str:
+    """Each meta-gradient entry against its twin without the correction: the paired difference by seed."""
+    err = {(r["algorithm"], r["seed"]): float(r["test_error"]) for r in rows}
+    lines = ["| meta entry | twin | seeds paired | meta error % | twin error % | meta - twin (points) | meta better in |",
+             "|---|---|---|---|---|---|---|"]
+    for meta, twin in META_TWINS.items():
+        seeds = sorted(s for (n, s) in err if n == meta and (twin, s) in err)
+        if seeds:
+            d = [err[meta, s] - err[twin, s] for s in seeds]
+            lines.append(f"| `{meta}` | `{twin}` | {len(seeds)} | {_mean_std([err[meta, s] for s in seeds])} | "
+                         f"{_mean_std([err[twin, s] for s in seeds])} | {_mean_std(d)} | "
+                         f"{sum(x < 0 for x in d)}/{len(d)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def _num(v: Any) -> str:
     return f"{float(v):.0f}" if v not in ("", None) else "-"
 
@@ -229,7 +276,8 @@ def cost_table(rows: list[dict[str, Any]], target: float) -> str:
 
 
 def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config, quick: bool,
-                  overrides: dict[str, Any], tuned: dict[str, dict[str, Any]] | None = None) -> None:
+                  overrides: dict[str, Any], tuned: dict[str, dict[str, Any]] | None = None,
+                  raw_weights: bool = False) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -247,11 +295,15 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
                 f"FixMatch draws 2 views and MixMatch {cfg.mixmatch_k} of each unlabeled image), SGD lr {cfg.lr} "
                 f"momentum {cfg.momentum} wd {cfg.weight_decay}, {cfg.warmup}-iteration warm-up then {cfg.lr_schedule}, "
                 f"consistency ramp {cfg.consistency_rampup} iterations, evaluation every {cfg.eval_every} iterations "
-                f"on the full test set, raw (not EMA) weights" + (", EMA " + str(cfg.ema) if cfg.ema else ""))
+                f"on the full test set, " + (f"weights: an EMA of decay {cfg.ema} (the raw weights' errors beside it "
+                                             f"in summary.csv)" if cfg.ema and not raw_weights else
+                                             "raw weights" + (f" (an EMA of decay {cfg.ema} evaluated beside them: "
+                                                              "its errors in summary.csv)" if cfg.ema else "")))
     names = list(dict.fromkeys(r["algorithm"] for r in rows))
     args = f" --seeds {','.join(map(str, seeds))}" + (" --quick" if quick else "")
     args += f" --algorithms {','.join(names)}" if set(names) != set(DEFAULT_ALGORITHMS) else ""
     args += "".join(f" {k}={v}" for k, v in overrides.items()) + (" --tuned" if tuned else "")
+    args += " --raw-weights" if raw_weights else ""
     text = [f"# Benchmark `{suite}`{' (quick: a smoke run, not a result)' if quick else ''}", "",
             f"Command: `metassl bench {suite}{args} --out {out}`  ", f"Date: {time.strftime('%Y-%m-%d')}  ",
             f"Machine: {machine}  ", f"Protocol: {protocol}. " + (
@@ -262,6 +314,9 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
             "## Comparison (error %, mean ± std over seeds)", "", comparison_table(rows, suite), "",
             "## Ablation: meta-gradient x mixup (error %, mean ± std over seeds)", "", ablation_table(rows), "",
             "## Cost per run", "", cost_table(rows, TARGET_ERROR[suite]), ""]
+    if twins_table(rows):
+        text[-4:-4] = ["## Meta-gradient entries vs their twins without the correction (paired by seed)", "",
+                       twins_table(rows), ""]
     if (out / "plots" / "test_error.png").exists():
         text += ["## Curves (first seed)", "", "![test error](plots/test_error.png)", "", "![losses](plots/losses.png)", ""]
         if (out / "plots" / "time_to_error.png").exists():

@@ -126,7 +126,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
     tuned_dir = (args.tuned_dir or TUNED_DIR) if args.tuned or args.tuned_dir else None
     rows = run_bench(args.suite, seeds=seeds, algorithms=algorithms, quick=args.quick, out=args.out,
-                     overrides=parse_overrides(args.overrides), quiet=not args.progress, tuned_dir=tuned_dir)
+                     overrides=parse_overrides(args.overrides), quiet=not args.progress, tuned_dir=tuned_dir,
+                     raw_weights=args.raw_weights)
     out = args.out or f"runs/bench/{args.suite}{'-quick' if args.quick else ''}{'-tuned' if tuned_dir else ''}"
     print(f"{len(rows)} runs; tables in {out}/summary.md, rows in {out}/summary.csv")
     return 0
@@ -238,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--progress", action="store_true", help="show each run's progress line")
     b.add_argument("--tuned", action="store_true", help="apply the committed `metassl tune` choices (src/metassl/tuned/)")
     b.add_argument("--tuned-dir", help="apply the tuned files of this folder instead (<suite>/<entry>.yaml)")
+    b.add_argument("--raw-weights", action="store_true", help="report the raw weights of runs that also evaluated "
+                                                               "an EMA (ema > 0), e.g. when validation says EMA does not pay")
     b.set_defaults(func=cmd_bench)
 
     from .tune import BUDGET

@@ -307,19 +307,22 @@ def log_train(run: Run, n: int, ctx: StepContext, out: StepOutput, batch: Batch)
     run.logger.progress(n, rate, values, run.history[-1]["test_error"] if run.history else None)
 
 
-def error_on(run: Run, split: str) -> float:
-    """Top-1 error (%) of the evaluated weights on 'test' or 'val', each rank a shard, counts summed over ranks."""
+def error_on(run: Run, split: str, model: nn.Module | None = None) -> float:
+    """Top-1 error (%) of the evaluated weights (or `model`) on 'test' or 'val', each rank a shard, counts summed
+    over ranks."""
     batches = run.dd.eval_batches(split, run.cfg.eval_batch_size, run.d.rank, run.d.world)
-    counts = distributed.sum_all(error_counts(run.eval_model, batches, run.device), run.d)
+    counts = distributed.sum_all(error_counts(model or run.eval_model, batches, run.device), run.d)
     return 100.0 * (counts[0] / counts[1].clamp_min(1)).item()
 
 
 def evaluate(run: Run, n: int) -> None:
     """An `eval` record after iteration n: test (and validation) error, training seconds so far (evaluation
-    excluded, all sessions) and images consumed so far; appended to the history and metrics.jsonl."""
-    record: dict[str, Any] = {"iteration": n, "kind": "eval", "test_error": error_on(run, "test")}
-    if len(run.dd.val):
-        record["val_error"] = error_on(run, "val")
+    excluded, all sessions) and images consumed so far; appended to the history and metrics.jsonl. With EMA
+    weights the raw weights' errors come too (`*_raw`), so one run decides on validation whether EMA pays."""
+    splits = ["test"] + (["val"] if len(run.dd.val) else [])
+    record: dict[str, Any] = {"iteration": n, "kind": "eval", **{f"{s}_error": error_on(run, s) for s in splits}}
+    if run.ema is not None:
+        record.update({f"{s}_error_raw": error_on(run, s, run.model) for s in splits})
     record["train_seconds"] = round(run.train_time, 3)
     record["images_seen"] = images_seen(n, run.cfg, run.algo.uses_unlabeled)
     run.history.append(record)
@@ -358,6 +361,7 @@ def finish(run: Run) -> dict[str, Any]:
         "test_error": errors[-1],
         "test_error_median_last5": statistics.median(errors[-5:]),
         "val_error": history[-1].get("val_error"),
+        **{k: history[-1][k] for k in ("test_error_raw", "val_error_raw") if k in history[-1]},
         "iterations": cfg.iterations,
         "wall_seconds": round(run.elapsed + time.perf_counter() - run.t0, 2),
         "train_seconds": round(run.train_time, 2),

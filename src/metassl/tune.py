@@ -92,8 +92,10 @@ SPACES: dict[str, dict[str, Dim]] = {
 
 
 def space_of(name: str, base: Config) -> dict[str, Dim]:
-    """The entry's searched keys for its config `base`: a dim with `when` only where its variant is on."""
-    return {k: d for k, d in SPACES[name].items() if d.when is None or str(getattr(base, d.when[0])) == d.when[1]}
+    """The entry's searched keys for its config `base` (a bench variant searches its algorithm's space): a dim
+    with `when` only where its variant is on."""
+    space = SPACES.get(name) or SPACES[base.algorithm]
+    return {k: d for k, d in space.items() if d.when is None or str(getattr(base, d.when[0])) == d.when[1]}
 BUDGET = dict(trials=8, eta=2, iterations=400, num_val=1000)   # iterations of the last rung = the bench's FULL run
 # Set by the budget, so not a key=value override of `metassl tune`:
 BUDGET_KEYS = ("iterations", "eval_every", "checkpoint_every", "warmup", "num_val", "seed", "split_seed", "algorithm")
@@ -135,23 +137,24 @@ def run_tune(suite: str, name: str, *, trials: int = BUDGET["trials"], eta: int 
              data: Any = None, quiet: bool = True,
              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> dict[str, Any]:
     """Run (or finish) the search for one bench entry and write TUNED/<suite>/<name>.yaml; returns its content."""
-    from .bench import SUITES, run_config, run_one
+    from .bench import SUITES, VARIANTS, run_config, run_one
     from .data import load_dataset
     from .files import atomic_write_text
 
     if suite not in SUITES:
         raise UserError(f"unknown suite {suite!r}; choose one of: {', '.join(SUITES)}")
-    if name not in SPACES:
-        raise UserError(f"no search space for {name!r}; tune.SPACES has: {', '.join(SPACES)}")
+    if name not in SPACES and VARIANTS.get(name, ("",))[0] not in SPACES:
+        raise UserError(f"no search space for {name!r}; tune.SPACES has: {', '.join(SPACES)} (and the bench's "
+                        f"variants of them: {', '.join(VARIANTS)})")
     if trials < 1 or eta < 2 or iterations < 1 or num_val <= 0:
         raise UserError(f"the budget needs trials >= 1, eta >= 2, iterations >= 1 and num_val > 0 (validation "
                         f"images to score on); got trials={trials}, eta={eta}, iterations={iterations}, num_val={num_val}")
-    space, overrides = SPACES[name], dict(overrides or {})
-    fixed = [k for k in overrides if k in space or k in BUDGET_KEYS]
+    overrides = dict(overrides or {})
+    base = run_config(suite, name, seed, False, {k: v for k, v in overrides.items() if k not in BUDGET_KEYS})
+    fixed = [k for k in overrides if k in space_of(name, base) or k in BUDGET_KEYS]
     if fixed:
         raise UserError(f"{fixed[0]} is set by the search or its budget, not by key=value; use the tune's flags")
     plan = rungs(trials, eta, iterations)
-    base = run_config(suite, name, seed, False, overrides)
     space = space_of(name, base)
     pts = points(name, suite, trials, seed, base)
 
