@@ -2,12 +2,15 @@
 # The time-to-accuracy recipe screen of docs/PERFORMANCE.md (issue #12): paired runs on seed 0's split,
 # every choice read off the validation split (num_val=5000 held out of the training set), never the test set.
 #
-#   scripts/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | all (default); NPAR runs at once (default 2)
+#   scripts/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | s3 | all (default); NPAR runs at once (default 2)
 #
 # s1: the shared recipe at 1200 metamixup iterations: the preset as it was (c0) vs EMA evaluation (c1).
 # s2: a 10-minute budget on this 2-core CPU (iteration counts from the measured step costs, see the doc):
 #     supervised for the whole budget vs metamixup after a labeled-only warm-up of half the run, with the
 #     head-only meta pass (meta_params=head) and with the full one.
+# s3: s2's full-pass run with the fixed-length meta step (meta_step=normalised, rho as tuned for metamixup-norm
+#     on fmnist-1000: src/metassl/tuned/), the variant that beat its twin in both H200 suites; and `meta`
+#     (the correction without mixup) at the same budget, to see what mixup costs at this length.
 # Each run is an ordinary `metassl train` into runs/recipe/NAME (one thread each, NPAR at once); a finished
 # run (results.json) is skipped, so re-running the script finishes the screen.
 set -euo pipefail
@@ -20,6 +23,9 @@ jobs=()
   "s2-sup algorithm=supervised iterations=6400 eval_every=800 checkpoint_every=800 labeled_warmup=0"
   "s2-lw50-head $LW meta_params=head"
   "s2-lw50-all $LW meta_params=all")
+[[ $STAGE == s3 || $STAGE == all ]] && jobs+=(
+  "s3-lw50-norm $LW meta_params=all meta_step=normalised meta_rho=0.273"
+  "s3-lw50-meta-only $LW meta_params=all algorithm=meta")
 mkdir -p "$OUT"
 run() {
   name=$1; shift
