@@ -51,11 +51,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "metamixup-holdout": ("metamixup", {"meta_holdout": 0.2}),         # g_l from labels the CE never fits
     "metafixmatch-soft": ("metafixmatch", {"meta_target": "soft"}),     # CE to the corrected y^ itself
     "metafixmatch-norm": ("metafixmatch", {"meta_step": "normalised"}),
+    "metafixmatch-plain": ("metafixmatch", {"meta_threshold_on": "plain"}),  # FixMatch's rows, relabelled
 }
 # Each meta-gradient entry and its twin without the correction (the same step with beta = 0): paired by seed.
 META_TWINS = {"meta": "neither", "metamixup": "mixup", "metamixup-norm": "mixup", "metamixup-holdout": "mixup",
               "metafixmatch": "fixmatch", "metafixmatch-soft": "fixmatch", "metafixmatch-norm": "fixmatch",
-              "mpl": "supervised"}
+              "metafixmatch-plain": "fixmatch", "mpl": "supervised"}
 # Table rows, in the paper's order: name -> label. Comparison table first, then the ablation rows.
 COMPARISON = {
     "supervised": "Supervised (labeled images only)",
