@@ -96,6 +96,8 @@ def space_of(name: str, base: Config) -> dict[str, Dim]:
     with `when` only where its variant is on."""
     space = SPACES.get(name) or SPACES[base.algorithm]
     return {k: d for k, d in space.items() if d.when is None or str(getattr(base, d.when[0])) == d.when[1]}
+
+
 BUDGET = dict(trials=8, eta=2, iterations=400, num_val=1000)   # iterations of the last rung = the bench's FULL run
 # Set by the budget, so not a key=value override of `metassl tune`:
 BUDGET_KEYS = ("iterations", "eval_every", "checkpoint_every", "warmup", "num_val", "seed", "split_seed", "algorithm")
