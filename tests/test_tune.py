@@ -138,3 +138,16 @@ def test_cli_tune_and_bench_tuned_reject_bad_input(tmp_path, capsys):
     assert main(["tune", "nope", "--algorithm", "fixmatch"]) == 2
     assert main(["bench", "fmnist-1000", "--algorithms", "fixmatch", "--tuned-dir", str(tmp_path)]) == 2
     assert "no tuned settings for fixmatch" in capsys.readouterr().err
+
+
+def test_every_committed_tuned_file_loads_and_builds_its_entry():
+    from metassl.tune import TUNED_DIR
+
+    files = sorted(TUNED_DIR.glob("*/*.yaml"))
+    assert files, "no committed tuned settings"
+    for path in files:
+        suite, name = path.parent.name, path.stem
+        entry = load_tuned(suite, name)
+        assert entry["budget"]["num_val"] > 0 and entry["chosen_trial"] in {t["trial"] for t in entry["trials"]}
+        cfg = bench.run_config(suite, name, 0, False, {}, bench_values(entry, bench.FULL["iterations"]))
+        build_algorithm(cfg)
