@@ -46,14 +46,14 @@ QUICK = dict(iterations=100, eval_every=100, checkpoint_every=100, warmup=10, co
 # Bench rows that are an algorithm with an option set: name -> (algorithm, config values).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "vat-ent": ("vat", {"vat_entmin": True}),
-    # the meta-gradient's variants (docs/ALGORITHMS.md, "Making the correction help"): not default entries
+    # the meta-gradient's variants (docs/ALGORITHMS.md, "Meta-gradient variants"): not default entries
     "metamixup-norm": ("metamixup", {"meta_step": "normalised"}),       # fixed-length step rho, not beta*||g||
     "metamixup-holdout": ("metamixup", {"meta_holdout": 0.2}),         # g_l from labels the CE never fits
     "metafixmatch-soft": ("metafixmatch", {"meta_target": "soft"}),     # CE to the corrected y^ itself
     "metafixmatch-norm": ("metafixmatch", {"meta_step": "normalised"}),
     "metafixmatch-plain": ("metafixmatch", {"meta_threshold_on": "plain"}),  # FixMatch's rows, relabelled
 }
-# Each meta-gradient entry and its twin without the correction (the same step with beta = 0): paired by seed.
+# Each meta-gradient entry and its twin without the correction (for `mpl`: the labels alone), paired by seed.
 META_TWINS = {"meta": "neither", "metamixup": "mixup", "metamixup-norm": "mixup", "metamixup-holdout": "mixup",
               "metafixmatch": "fixmatch", "metafixmatch-soft": "fixmatch", "metafixmatch-norm": "fixmatch",
               "metafixmatch-plain": "fixmatch", "mpl": "supervised"}
@@ -77,8 +77,9 @@ COMPARISON = {
 }
 ABLATION = {name: (row.meta, row.mixup) for name, row in ROWS.items()}   # (meta-gradient, mixup) per row
 DEFAULT_ALGORITHMS = [n for n in COMPARISON if n not in ("metamixup", "mpl")] + list(ABLATION)
+WEIGHT_COLUMNS = ("val_error", "val_error_raw", "test_error_raw", "val_error_ema", "test_error_ema")  # "" if absent
 CSV_COLUMNS = ("algorithm", "seed", "num_labels", "test_error", "test_error_median_last5", "wall_seconds",
-               "images_per_second", "train_seconds", "seconds_to_target", "val_error", "val_error_raw", "test_error_raw", "val_error_ema", "test_error_ema")
+               "images_per_second", "train_seconds", "seconds_to_target", *WEIGHT_COLUMNS)
 
 
 def run_config(suite: str, name: str, seed: int, quick: bool, overrides: dict[str, Any],
@@ -170,7 +171,7 @@ def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str]
                      "train_seconds": res.get("train_seconds", ""),
                      "seconds_to_target": seconds_to(out / f"{name}-s{seed}", TARGET_ERROR[suite]),
                      **{k: "" if res.get(k) is None else round(res[k], 4)
-                        for k in CSV_COLUMNS[-5:]}})
+                        for k in WEIGHT_COLUMNS}})
         log(f"[{i}/{len(configs)}] {name} seed {seed}: {done}, test error {res['test_error']:.2f}% "
             f"(median of last 5: {res['test_error_median_last5']:.2f}%), {res['wall_seconds']:.0f} s; "
             f"bench {time.perf_counter() - t0:.0f} s so far")
@@ -315,9 +316,9 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
             "## Comparison (error %, mean ± std over seeds)", "", comparison_table(rows, suite), "",
             "## Ablation: meta-gradient x mixup (error %, mean ± std over seeds)", "", ablation_table(rows), "",
             "## Cost per run", "", cost_table(rows, TARGET_ERROR[suite]), ""]
-    if twins_table(rows):
-        text[-4:-4] = ["## Meta-gradient entries vs their twins without the correction (paired by seed)", "",
-                       twins_table(rows), ""]
+    twins = twins_table(rows)
+    if twins:
+        text[-4:-4] = ["## Meta-gradient entries vs their twins without the correction (paired by seed)", "", twins, ""]
     if (out / "plots" / "test_error.png").exists():
         text += ["## Curves (first seed)", "", "![test error](plots/test_error.png)", "", "![losses](plots/losses.png)", ""]
         if (out / "plots" / "time_to_error.png").exists():
