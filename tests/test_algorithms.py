@@ -16,8 +16,10 @@ from torch import nn
 from metassl.algorithms import ALGORITHMS, Batch, build_algorithm
 from metassl.algorithms.common import frozen_bn_stats, hard_pseudo_labels, sharpen
 from metassl.algorithms.fixmatch import FixMatch
+from metassl.algorithms.flexmatch import FlexMatch
 from metassl.algorithms.meanteacher import MeanTeacher
 from metassl.algorithms.metafixmatch import MetaFixMatch
+from metassl.algorithms.metaflexmatch import MetaFlexMatch
 from metassl.algorithms.mixmatch import MixMatch, guess_labels
 from metassl.algorithms.vat import VAT, kl_div
 from metassl.config import Config
@@ -27,7 +29,7 @@ from tests.conftest import tiny_context as ctx
 
 C = TINY_CLASSES   # classes of the tiny problems (conftest.tiny_net, tiny_batch)
 SSL = ["pimodel", "meanteacher", "vat", "pseudolabel", "mixmatch", "fixmatch", "flexmatch", "freematch", "softmatch",
-       "metafixmatch", "neither", "meta", "mixup", "metamixup"]
+       "metafixmatch", "metaflexmatch", "neither", "meta", "mixup", "metamixup"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: two threads spin against other jobs
@@ -124,19 +126,20 @@ def test_fixmatch_mask_follows_threshold(threshold, expected):
     torch.testing.assert_close(metrics["loss_fm"], expected_fm)
 
 
-def test_metafixmatch_is_fixmatch_at_beta_zero_and_corrects_otherwise():
-    batch = tiny_batch(FixMatch())
+@pytest.mark.parametrize("base, meta", [(lambda: FixMatch(0.0), lambda: MetaFixMatch(0.0, eps_scale=Config.eps_scale)),
+                                        (lambda: FlexMatch(0.0), lambda: MetaFlexMatch(0.0, eps_scale=Config.eps_scale))])
+def test_meta_threshold_methods_are_their_base_at_beta_zero_and_correct_otherwise(base, meta):
+    """metafixmatch / metaflexmatch: the same loss and gradients as FixMatch / FlexMatch at beta = 0; y^ moves at beta > 0."""
+    batch = tiny_batch(base())
     out = {}
-    eps = Config.eps_scale
-    for name, algo, beta in (("fm", FixMatch(0.0), 0.0), ("meta0", MetaFixMatch(0.0, eps_scale=eps), 0.0),
-                             ("meta", MetaFixMatch(0.0, eps_scale=eps), 0.5)):
+    for name, algo, beta in (("base", base(), 0.0), ("meta0", meta(), 0.0), ("meta", meta(), 0.5)):
         model = tiny_net().train()
         torch.manual_seed(7)
         step = algo.step(model, batch, ctx(beta=beta))
         step.loss.backward()
         out[name] = (step.loss.detach(), [p.grad for p in model.parameters()], step.metrics, step.pseudo_labels)
-    torch.testing.assert_close(out["meta0"][0], out["fm"][0])
-    for a, b in zip(out["meta0"][1], out["fm"][1]):
+    torch.testing.assert_close(out["meta0"][0], out["base"][0])
+    for a, b in zip(out["meta0"][1], out["base"][1]):
         torch.testing.assert_close(a, b)
     assert out["meta"][2]["correction_l1"] > 1e-4
     y_tilde, y_hat = out["meta"][3]

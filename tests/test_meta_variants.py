@@ -10,8 +10,10 @@ import torch.nn.functional as F
 
 from metassl.algorithms import build_algorithm
 from metassl.algorithms.fixmatch import FixMatch
+from metassl.algorithms.flexmatch import FlexMatch
 from metassl.algorithms.meta_gradient import correct_pseudo_labels, meta_gradient, project_to_simplex
 from metassl.algorithms.metafixmatch import MetaFixMatch
+from metassl.algorithms.metaflexmatch import MetaFlexMatch
 from metassl.config import Config
 from metassl.errors import UserError
 from metassl.train import beta_at, lr_at
@@ -93,7 +95,7 @@ def test_data_source_draws_the_held_out_batch_from_the_held_out_images_only():
         0, 1, ("weak",), 8, 8, seed=0)).x_meta is None
 
 
-@pytest.mark.parametrize("name", ["meta", "metamixup", "metafixmatch"])
+@pytest.mark.parametrize("name", ["meta", "metamixup", "metafixmatch", "metaflexmatch"])
 def test_held_out_images_reach_the_correction_but_never_the_classification_loss(name):
     algo = build_algorithm(dataclasses.replace(Config(), algorithm=name, meta_method="fd"))
     batch = tiny_batch(algo)
@@ -162,6 +164,22 @@ def test_threshold_on_plain_keeps_fixmatchs_rows_and_corrected_moves_them():
     assert fm_mask["plain"] != fm_mask["corrected"]                 # the big step pushes rows over the threshold
     with pytest.raises(UserError, match="meta_target='x'"):
         MetaFixMatch(eps_scale=EPS, meta_target="x")
+
+
+def test_metaflexmatch_plain_keeps_flexmatchs_curriculum_and_only_relabels_its_rows():
+    batch, out = tiny_batch(FlexMatch()), {}
+    for name, algo in (("flex", FlexMatch(0.3)), ("meta", MetaFlexMatch(0.3, eps_scale=EPS, meta_threshold_on="plain"))):
+        model = tiny_net().train()
+        torch.manual_seed(7)
+        steps = [algo.step(model, batch, tiny_context(beta=5.0)) for _ in range(2)]   # the 2nd reads the 1st's status
+        out[name] = (steps, algo.selected.clone())
+    (flex, flex_status), (meta, meta_status) = out["flex"], out["meta"]
+    assert torch.equal(flex_status, meta_status) and (flex_status >= 0).any()
+    for f, m in zip(flex, meta):
+        torch.testing.assert_close(m.metrics["mask"], f.metrics["mask"])
+        torch.testing.assert_close(m.metrics["threshold_mean"], f.metrics["threshold_mean"])
+    y_tilde, y_hat = meta[1].pseudo_labels
+    assert (y_tilde.argmax(1) != y_hat.argmax(1)).any()                   # the big step relabels some row
 
 
 # ------------------------------------------------------------------ Meta Pseudo Labels

@@ -52,11 +52,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "metafixmatch-soft": ("metafixmatch", {"meta_target": "soft"}),     # CE to the corrected y^ itself
     "metafixmatch-norm": ("metafixmatch", {"meta_step": "normalised"}),
     "metafixmatch-plain": ("metafixmatch", {"meta_threshold_on": "plain"}),  # FixMatch's rows, relabelled
+    "metaflexmatch-plain": ("metaflexmatch", {"meta_threshold_on": "plain"}),  # FlexMatch's rows, relabelled
 }
 # Each meta-gradient entry and its twin without the correction (for `mpl`: the labels alone), paired by seed.
 META_TWINS = {"meta": "neither", "metamixup": "mixup", "metamixup-norm": "mixup", "metamixup-holdout": "mixup",
               "metafixmatch": "fixmatch", "metafixmatch-soft": "fixmatch", "metafixmatch-norm": "fixmatch",
-              "metafixmatch-plain": "fixmatch", "mpl": "supervised"}
+              "metafixmatch-plain": "fixmatch", "metaflexmatch": "flexmatch", "metaflexmatch-plain": "flexmatch",
+              "mpl": "supervised"}
 # Table rows, in the paper's order: name -> label. Comparison table first, then the ablation rows.
 COMPARISON = {
     "supervised": "Supervised (labeled images only)",

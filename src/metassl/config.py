@@ -52,8 +52,8 @@ class Config:
     meta_rho: float = 0.1            # meta_step=normalised: rho, RMS per-row L2 length of the step on the simplex (0 < rho <= 2)
     meta_holdout: float = 0.0        # share of each class's labels held out of the classification loss, used only for
                                      # g_l (Batch.x_meta; 0 = none, the paper; 0..0.5)
-    meta_target: str = "hard"        # metafixmatch: hard (CE to argmax y^, FixMatch's) | soft (CE to y^ itself)
-    meta_threshold_on: str = "corrected"  # metafixmatch: confidence mask from y^ (corrected) | from y~ (plain)
+    meta_target: str = "hard"        # metafixmatch, metaflexmatch: hard (CE to argmax y^, FixMatch's) | soft (CE to y^ itself)
+    meta_threshold_on: str = "corrected"  # metafixmatch, metaflexmatch: confidence mask from y^ (corrected) | from y~ (plain)
     consistency: str = "mse"         # consistency loss to the pseudo-labels: mse (sum over classes) | kl; with meta it is
                                      # the Phi the meta-gradient differentiates, so meta_phi must match (else rejected)
     consistency_weight: float = 1.0  # w, the consistency loss weight at the end of its ramp-up (0..100)
@@ -78,7 +78,7 @@ class Config:
     mixmatch_weight: float = 75.0    # lambda_u on the MSE averaged over classes (Berthelot et al. 2019: 75, CIFAR-10)
     fixmatch_threshold: float = 0.95  # tau, confidence threshold; also metafixmatch (Sohn et al. 2020: 0.95)
     fixmatch_weight: float = 1.0     # lambda_u; also metafixmatch (Sohn et al. 2020: 1)
-    flexmatch_threshold: float = 0.95  # tau, the fixed threshold the class thresholds scale (Zhang et al. 2021: 0.95)
+    flexmatch_threshold: float = 0.95  # tau, the fixed threshold the class thresholds scale; also metaflexmatch (Zhang et al. 2021: 0.95)
     flexmatch_weight: float = 1.0    # lambda_u (Zhang et al. 2021: 1)
     flexmatch_warmup: bool = True    # threshold warm-up: unused images count against the learning status (Eq. 11; USB: true)
     freematch_weight: float = 1.0    # w_u, weight of the self-adaptive-threshold CE (Wang et al. 2023: 1)

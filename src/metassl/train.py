@@ -99,7 +99,7 @@ def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: tor
     num_labels = -1 if algo.all_labels else cfg.num_labels
     if cfg.meta_holdout and (not algo.meta_batch or cfg.stream):
         raise UserError(f"meta_holdout={cfg.meta_holdout} holds labels out for a meta-gradient: algorithm={cfg.algorithm} "
-                        f"{'streams its data' if algo.meta_batch else 'has none'} (meta, metamixup, metafixmatch, "
+                        f"{'streams its data' if algo.meta_batch else 'has none'} (meta, metamixup, metafixmatch, metaflexmatch, "
                         f"resident data); set meta_holdout=0")
     if cfg.stream:
         from .data.streaming import StreamingData

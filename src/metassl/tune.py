@@ -83,6 +83,7 @@ SPACES: dict[str, dict[str, Dim]] = {
     "softmatch": _ssl(softmatch_weight=WEIGHT_0_1_TO_10, softmatch_n_sigma=Dim(1.0, 4.0)),
     # meta-gradient variants: the same mechanism and BUDGET (their weight is consistency_weight)
     "metafixmatch": _ssl(fixmatch_weight=WEIGHT_0_1_TO_10, fixmatch_threshold=Dim(0.6, 0.99), meta_rho=RHO),
+    "metaflexmatch": _ssl(flexmatch_weight=WEIGHT_0_1_TO_10, flexmatch_threshold=Dim(0.6, 0.99), meta_rho=RHO),
     "neither": _ssl(consistency_weight=WEIGHT_0_1_TO_10),
     "mixup": _ssl(consistency_weight=WEIGHT_0_1_TO_10, mixup_gamma=Dim(0.05, 1.0, log=True)),
     "meta": _ssl(consistency_weight=WEIGHT_0_1_TO_10, beta=BETA, meta_rho=RHO),

@@ -41,8 +41,7 @@ class FlexMatch(Algorithm):
 
     @classmethod
     def from_config(cls, cfg: Config) -> FlexMatch:
-        check("flexmatch_threshold", cfg.flexmatch_threshold, 0 <= cfg.flexmatch_threshold <= 1, "a number in [0, 1]")
-        check("flexmatch_weight", cfg.flexmatch_weight, cfg.flexmatch_weight >= 0, "a number >= 0")
+        check_flexmatch(cfg)
         return cls(cfg.flexmatch_threshold, cfg.flexmatch_weight, cfg.flexmatch_warmup)
 
     def learning_effect(self, num_classes: int) -> Tensor:
@@ -58,24 +57,29 @@ class FlexMatch(Algorithm):
         beta = self.learning_effect(num_classes)
         return self.flexmatch_threshold * beta / (2 - beta)
 
-    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
+    def curriculum_mask(self, probs: Tensor, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
+        """The mask (B_u,) of rows whose confidence clears their class's threshold, and the thresholds (C,)
+        it used (from the status before this batch); then this batch's confident predictions enter the status."""
         if batch.idx_ulb is None or ctx.num_unlabeled <= 0:
             raise UserError("flexmatch keeps a learning status per unlabeled image and needs their positions in the "
                             "pool (Batch.idx_ulb); the streamed image-folder source does not give them")
-        x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
-        logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
-        q = F.softmax(logits_x_ulb_w.detach(), dim=1)                    # (B_u, C), no gradient
-        conf, y_pseudo = q.max(dim=1)                                    # (B_u,), (B_u,)
+        conf, y_pseudo = probs.max(dim=1)                                # (B_u,), (B_u,)
         if self.selected is None or len(self.selected) != ctx.num_unlabeled:
-            self.selected = torch.full((ctx.num_unlabeled,), -1, dtype=torch.long, device=q.device)
-        self.selected = self.selected.to(q.device)
-        thresholds = self.class_thresholds(ctx.num_classes)              # (C,), from the status before this batch
+            self.selected = torch.full((ctx.num_unlabeled,), -1, dtype=torch.long, device=probs.device)
+        self.selected = self.selected.to(probs.device)
+        thresholds = self.class_thresholds(ctx.num_classes)              # (C,)
         mask = (conf >= thresholds[y_pseudo]).float()                    # (B_u,)
         confident = conf >= self.flexmatch_threshold                     # the status counts fixed-tau predictions
-        idx = batch.idx_ulb.to(q.device)
+        idx = batch.idx_ulb.to(probs.device)
         self.selected[idx[confident]] = y_pseudo[confident]
+        return mask, thresholds
+
+    def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
+        logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
+        q = F.softmax(logits_x_ulb_w.detach(), dim=1)                    # (B_u, C), no gradient
+        mask, thresholds = self.curriculum_mask(q, batch, ctx)           # (B_u,), (C,)
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
-        loss_fm = masked_ce(logits_x_ulb_s, y_pseudo, mask)
+        loss_fm = masked_ce(logits_x_ulb_s, q.argmax(1), mask)
         loss = loss_cls + ctx.consistency_weight * self.flexmatch_weight * loss_fm
         return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_fm": loss_fm.detach(),
                                  "mask": mask.mean(), "threshold_mean": thresholds.mean()}, (q, q))
@@ -86,3 +90,8 @@ class FlexMatch(Algorithm):
     def load_state_dict(self, state: dict) -> None:
         if "selected" in state:
             self.selected = state["selected"].clone()
+
+
+def check_flexmatch(cfg: Config) -> None:
+    check("flexmatch_threshold", cfg.flexmatch_threshold, 0 <= cfg.flexmatch_threshold <= 1, "a number in [0, 1]")
+    check("flexmatch_weight", cfg.flexmatch_weight, cfg.flexmatch_weight >= 0, "a number >= 0")

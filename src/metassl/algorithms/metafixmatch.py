@@ -21,12 +21,14 @@ The meta-gradient is derived for a soft consistency loss Phi on the weak view (M
 meta_phi=kl is the closer match to FixMatch's cross-entropy); FixMatch's loss is then applied to the
 strong view, so the correction is a heuristic transfer of Eq. 13, not its exact meta-gradient.
 Cost: one labeled forward + backward and two weak-view forwards on top of FixMatch's step.
+`MetaTarget` is the correction with its options; metaflexmatch.py puts the same one inside FlexMatch.
 """
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass, fields
+
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from ..batch import Batch
 from ..config import Config
@@ -36,42 +38,67 @@ from .fixmatch import FixMatch, check_fixmatch
 from .meta_gradient import correct_pseudo_labels, meta_gradient, meta_labeled
 
 
+@dataclass(frozen=True)
+class MetaTarget:
+    """The meta-gradient correction of a thresholded weak-view target (its fields are the Config keys)."""
+
+    eps_scale: float
+    meta_method: str = "fd"
+    meta_phi: str = "mse"
+    projection: str = "relu"
+    meta_step: str = "lr"
+    meta_target: str = "hard"
+    meta_threshold_on: str = "corrected"
+
+    def __post_init__(self) -> None:
+        check("meta_target", self.meta_target, self.meta_target in ("hard", "soft"), "hard, soft")
+        check("meta_threshold_on", self.meta_threshold_on, self.meta_threshold_on in ("corrected", "plain"),
+              "corrected, plain")
+
+    @classmethod
+    def options(cls, cfg: Config) -> dict[str, str | float]:
+        """Its fields' values in `cfg`, as keyword arguments of an algorithm that holds one."""
+        return {f.name: getattr(cfg, f.name) for f in fields(cls)}
+
+    def correct(self, model: nn.Module, batch: Batch, y_tilde: Tensor, ctx: StepContext) -> Tensor:
+        """y^ (B_u, C) from the weak-view y~ (B_u, C): Eq. 13-16 (global g_l under torchrun), then Eq. 6."""
+        grad_y = meta_gradient(model, *meta_labeled(batch), batch.x_ulb[0], y_tilde, method=self.meta_method,
+                               phi=self.meta_phi, eps_scale=self.eps_scale, alpha=ctx.lr, reduce=ctx.reduce_grad)
+        return correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection, self.meta_step)
+
+    def thresholded(self, y_tilde: Tensor, y_hat: Tensor) -> Tensor:
+        """The distribution the confidence mask reads: y^ (corrected) or y~ (plain, the base algorithm's rows)."""
+        return y_tilde if self.meta_threshold_on == "plain" else y_hat
+
+    def loss(self, logits_s: Tensor, y_hat: Tensor, mask: Tensor) -> Tensor:
+        """The strong view's masked CE: to argmax y^ (hard) or to y^ itself (soft); mean over the whole batch."""
+        if self.meta_target == "soft":
+            return (-(y_hat * F.log_softmax(logits_s.float(), dim=1)).sum(1) * mask).mean()
+        return masked_ce(logits_s, y_hat.argmax(1), mask)
+
+
 @register("metafixmatch")
 class MetaFixMatch(FixMatch):
     meta_batch = True
 
     def __init__(self, fixmatch_threshold: float = 0.95, fixmatch_weight: float = 1.0, *, eps_scale: float,
-                 meta_method: str = "fd", meta_phi: str = "mse", projection: str = "relu", meta_step: str = "lr",
-                 meta_target: str = "hard", meta_threshold_on: str = "corrected") -> None:
+                 **meta: str) -> None:
         super().__init__(fixmatch_threshold, fixmatch_weight)
-        self.meta_method, self.meta_phi, self.eps_scale, self.projection = meta_method, meta_phi, eps_scale, projection
-        self.meta_step, self.meta_target, self.meta_threshold_on = meta_step, meta_target, meta_threshold_on
-        check("meta_target", meta_target, meta_target in ("hard", "soft"), "hard, soft")
-        check("meta_threshold_on", meta_threshold_on, meta_threshold_on in ("corrected", "plain"), "corrected, plain")
+        self.meta = MetaTarget(eps_scale, **meta)
 
     @classmethod
     def from_config(cls, cfg: Config) -> MetaFixMatch:
         check_fixmatch(cfg)
-        return cls(cfg.fixmatch_threshold, cfg.fixmatch_weight, eps_scale=cfg.eps_scale, meta_method=cfg.meta_method,
-                   meta_phi=cfg.meta_phi, projection=cfg.projection, meta_step=cfg.meta_step,
-                   meta_target=cfg.meta_target, meta_threshold_on=cfg.meta_threshold_on)
+        return cls(cfg.fixmatch_threshold, cfg.fixmatch_weight, **MetaTarget.options(cfg))
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         y_tilde = F.softmax(logits_x_ulb_w.detach(), dim=1)              # (B_u, C), FixMatch's q, no gradient
-        grad_y = meta_gradient(model, *meta_labeled(batch), x_ulb_w, y_tilde, method=self.meta_method,
-                               phi=self.meta_phi, eps_scale=self.eps_scale, alpha=ctx.lr,
-                               reduce=ctx.reduce_grad)  # (B_u, C), Eq. 13-16; global g_l under torchrun
-        y_hat = correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection, self.meta_step)  # (B_u, C), Eq. 6
-        y_pseudo, mask = hard_pseudo_labels(y_hat, self.fixmatch_threshold)              # (B_u,), (B_u,)
-        if self.meta_threshold_on == "plain":
-            mask = hard_pseudo_labels(y_tilde, self.fixmatch_threshold)[1]               # FixMatch's own rows
+        y_hat = self.meta.correct(model, batch, y_tilde, ctx)            # (B_u, C), Eq. 13-16 then Eq. 6
+        _, mask = hard_pseudo_labels(self.meta.thresholded(y_tilde, y_hat), self.fixmatch_threshold)  # (B_u,)
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
-        if self.meta_target == "soft":                                                   # CE to y^ itself
-            loss_fm = (-(y_hat * F.log_softmax(logits_x_ulb_s, dim=1)).sum(1) * mask).mean()
-        else:
-            loss_fm = masked_ce(logits_x_ulb_s, y_pseudo, mask)
+        loss_fm = self.meta.loss(logits_x_ulb_s, y_hat, mask)
         loss = loss_cls + ctx.consistency_weight * self.fixmatch_weight * loss_fm
         return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_fm": loss_fm.detach(),
                                  "mask": mask.mean(), "correction_l1": (y_hat - y_tilde).abs().sum(1).mean()},
