@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from metassl import checkpoint
 from metassl.algorithms import Batch, StepContext

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from metassl.algorithms import ALGORITHMS, Batch, build_algorithm
 from metassl.algorithms.common import frozen_bn_stats, hard_pseudo_labels, sharpen

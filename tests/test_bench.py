@@ -7,7 +7,6 @@ import json
 import statistics
 
 import pytest
-import torch
 
 from metassl import bench
 from metassl.bench import run_bench, run_config

@@ -149,7 +149,7 @@ def test_the_authors_presets_pad_with_zeros_and_ours_reflect():
 
 # --- item 8: the authors' presets take their step: pass order and learning-rate schedule ----------------
 def _schedules():
-    from metassl.train import beta_at, lr_at
+    from metassl.schedule import beta_at, lr_at
     return lr_at, beta_at
 
 

@@ -16,7 +16,7 @@ from metassl.algorithms.metafixmatch import MetaFixMatch
 from metassl.algorithms.metaflexmatch import MetaFlexMatch
 from metassl.config import Config
 from metassl.errors import UserError
-from metassl.train import beta_at, lr_at
+from metassl.schedule import beta_at, lr_at
 
 from .conftest import make_tiny_data, tiny_batch, tiny_context, tiny_net
 

@@ -3,7 +3,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from metassl.cli import main
 from metassl.config import build_config

@@ -1,6 +1,5 @@
 """The trainer: real Fashion-MNIST learning, exact resume, run-directory outputs, schedules."""
 import json
-import math
 import os
 from pathlib import Path
 
@@ -10,7 +9,8 @@ import torch
 from metassl import checkpoint
 from metassl.config import build_config
 from metassl.data.sources import DEBIAN_FASHION_MNIST
-from metassl.train import beta_at, consistency_weight_at, lr_at, train
+from metassl.schedule import beta_at, consistency_weight_at, lr_at
+from metassl.train import train
 
 TINY = ["device=cpu", "batch_size=16", "iterations=12", "eval_every=4", "checkpoint_every=4", "log_every=2",
         "warmup=2", "consistency_rampup=4", "num_labels=40", "translate=1", "lr=0.05"]

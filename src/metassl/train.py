@@ -1,4 +1,4 @@
-"""The one trainer: the loop, SGD and schedules, EMA, evaluation, checkpoints, logs, torchrun.
+"""The one trainer: the loop, SGD (its schedules: schedule.py), EMA, evaluation, checkpoints, logs, torchrun.
 Algorithms only define their step (algorithms/base.py); data sources hand over batches (data/).
 
     metassl train --preset fmnist-1000 iterations=200 device=cpu
@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
 import os
 import platform
 import signal
@@ -34,7 +33,7 @@ from . import checkpoint, distributed
 from .algorithms import Algorithm, StepContext, StepOutput, build_algorithm
 from .algorithms.supervised import Supervised
 from .batch import Batch
-from .config import Config, load_saved, parse_steps, to_dict
+from .config import Config, load_saved, to_dict
 from .data import ImageData, labeled_split, load_dataset
 from .data.resident import prepare_data
 from .errors import Interrupted, UserError
@@ -42,55 +41,12 @@ from .evaluate import error_counts
 from .files import atomic_write_text
 from .log import Logger, pseudo_label_quality
 from .models import build_model, check_model_name
+from .schedule import beta_at, consistency_weight_at, images_seen, lr_at
 from .safety import (DivergenceWatch, StopSignals, check_run_dir, current_stop, mark_launch, nonfinite_weights,
                      open_run_dir, restarted_run, stoppable)
 from .torch_utils import ema_update, resolve_device
 
-__all__ = ["train", "train_step", "lr_at", "beta_at", "consistency_weight_at", "resolve_device"]
-
-
-# --- schedules: pure functions of the iteration (0-based) -----------------------------------------------
-def lr_at(it: int, cfg: Config) -> float:
-    """Linear warm-up to cfg.lr, then cosine to 0, step decay, or constant. The warm-up and the decay see
-    t = it + 1 (lr_origin=one) or t = it (zero: the authors', lr 0 at the first step, decay after a milestone)."""
-    t = it + 1 if cfg.lr_origin == "one" else it
-    if it < cfg.warmup:
-        return cfg.lr * t / cfg.warmup
-    if cfg.lr_schedule == "cosine":
-        progress = (it - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    if cfg.lr_schedule == "step":
-        return cfg.lr * cfg.lr_decay ** sum(t > s for s in parse_steps(cfg.lr_steps))
-    return cfg.lr
-
-
-def beta_at(it: int, cfg: Config) -> float:
-    """The correction's step size (StepContext.beta). meta_step=lr: beta_t = beta * lr_t (authors, beta=1), a
-    constant, or beta on the lr's shape. meta_step=normalised: rho_t = meta_rho, constant or on the lr's shape
-    (beta_schedule lr and cosine alike: rho is a length on the simplex, not a multiple of the lr)."""
-    if cfg.meta_step == "normalised":
-        return cfg.meta_rho * (1.0 if cfg.beta_schedule == "constant" else lr_at(it, cfg) / cfg.lr)
-    if cfg.beta_schedule == "constant":
-        return cfg.beta
-    return cfg.beta * lr_at(it, cfg) / (cfg.lr if cfg.beta_schedule == "cosine" else 1.0)
-
-
-def consistency_weight_at(it: int, cfg: Config) -> float:
-    """w(t): linear ramp from 0 to consistency_weight over consistency_rampup iterations, starting when the
-    labeled-only warm-up (labeled_warmup) ends."""
-    t = it - cfg.labeled_warmup
-    if t < 0:
-        return 0.0
-    if cfg.consistency_rampup == 0:
-        return cfg.consistency_weight
-    return cfg.consistency_weight * min(1.0, t / cfg.consistency_rampup)
-
-
-def images_seen(n: int, cfg: Config, uses_unlabeled: bool) -> int:
-    """Labeled + unlabeled images the first n iterations consume (global over processes): the labeled-only
-    warm-up draws no unlabeled batch."""
-    unlabeled = max(0, n - cfg.labeled_warmup) * cfg.unlabeled_batch_size if uses_unlabeled else 0
-    return n * cfg.batch_size + unlabeled
+__all__ = ["train", "train_step", "resolve_device"]
 
 
 # --- data, RNG state -------------------------------------------------------------------------------------

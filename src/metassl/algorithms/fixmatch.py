@@ -13,7 +13,6 @@ metafixmatch.py is this step with a meta-corrected q (`diff fixmatch.py metafixm
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -36,7 +35,6 @@ class FixMatch(Algorithm):
         return cls(cfg.fixmatch_threshold, cfg.fixmatch_weight)
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
-        x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         q = F.softmax(logits_x_ulb_w.detach(), dim=1)                    # (B_u, C), no gradient
         y_pseudo, mask = hard_pseudo_labels(q, self.fixmatch_threshold)  # (B_u,), (B_u,)

@@ -81,7 +81,6 @@ class FreeMatch(Algorithm):
         return self.time_p * self.p_model / self.p_model.max()
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
-        x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         q = F.softmax(logits_x_ulb_w.detach(), dim=1)                    # (B_u, C), no gradient
         self.update(q)

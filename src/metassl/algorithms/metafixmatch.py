@@ -92,7 +92,6 @@ class MetaFixMatch(FixMatch):
         return cls(cfg.fixmatch_threshold, cfg.fixmatch_weight, **MetaTarget.options(cfg))
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
-        x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         y_tilde = F.softmax(logits_x_ulb_w.detach(), dim=1)              # (B_u, C), FixMatch's q, no gradient
         y_hat = self.meta.correct(model, batch, y_tilde, ctx)            # (B_u, C), Eq. 13-16 then Eq. 6

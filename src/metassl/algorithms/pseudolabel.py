@@ -9,7 +9,7 @@ every argmax and ramps the weight to 3; the 0.95 threshold and weight 1 are USB'
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from ..config import Config
 from ..batch import Batch

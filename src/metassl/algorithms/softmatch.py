@@ -63,7 +63,6 @@ class SoftMatch(Algorithm):
         return torch.exp(-(conf - self.mu).clamp(max=0) ** 2 / (2 * self.var / self.softmatch_n_sigma ** 2))
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
-        x_lb, (x_ulb_w, x_ulb_s) = batch.x_lb, batch.x_ulb
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         q = F.softmax(logits_x_ulb_w.detach(), dim=1)                    # (B_u, C), no gradient
         weight = self.weights(self.align(q) if self.softmatch_align else q)   # (B_u,) in (0, 1]

@@ -1,0 +1,50 @@
+"""The schedules: learning rate, the correction's step size beta_t, the consistency ramp w(t), and the images
+a run has consumed, as pure functions of the (0-based) iteration and the config."""
+from __future__ import annotations
+
+import math
+
+from .config import Config, parse_steps
+
+
+def lr_at(it: int, cfg: Config) -> float:
+    """Linear warm-up to cfg.lr, then cosine to 0, step decay, or constant. The warm-up and the decay see
+    t = it + 1 (lr_origin=one) or t = it (zero: the authors', lr 0 at the first step, decay after a milestone)."""
+    t = it + 1 if cfg.lr_origin == "one" else it
+    if it < cfg.warmup:
+        return cfg.lr * t / cfg.warmup
+    if cfg.lr_schedule == "cosine":
+        progress = (it - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.lr_decay ** sum(t > s for s in parse_steps(cfg.lr_steps))
+    return cfg.lr
+
+
+def beta_at(it: int, cfg: Config) -> float:
+    """The correction's step size (StepContext.beta). meta_step=lr: beta_t = beta * lr_t (authors, beta=1), a
+    constant, or beta on the lr's shape. meta_step=normalised: rho_t = meta_rho, constant or on the lr's shape
+    (beta_schedule lr and cosine alike: rho is a length on the simplex, not a multiple of the lr)."""
+    if cfg.meta_step == "normalised":
+        return cfg.meta_rho * (1.0 if cfg.beta_schedule == "constant" else lr_at(it, cfg) / cfg.lr)
+    if cfg.beta_schedule == "constant":
+        return cfg.beta
+    return cfg.beta * lr_at(it, cfg) / (cfg.lr if cfg.beta_schedule == "cosine" else 1.0)
+
+
+def consistency_weight_at(it: int, cfg: Config) -> float:
+    """w(t): linear ramp from 0 to consistency_weight over consistency_rampup iterations, starting when the
+    labeled-only warm-up (labeled_warmup) ends."""
+    t = it - cfg.labeled_warmup
+    if t < 0:
+        return 0.0
+    if cfg.consistency_rampup == 0:
+        return cfg.consistency_weight
+    return cfg.consistency_weight * min(1.0, t / cfg.consistency_rampup)
+
+
+def images_seen(n: int, cfg: Config, uses_unlabeled: bool) -> int:
+    """Labeled + unlabeled images the first n iterations consume (global over processes): the labeled-only
+    warm-up draws no unlabeled batch."""
+    unlabeled = max(0, n - cfg.labeled_warmup) * cfg.unlabeled_batch_size if uses_unlabeled else 0
+    return n * cfg.batch_size + unlabeled
