@@ -59,6 +59,8 @@ def test_bench_writes_tables_and_skips_finished_runs(tmp_path):
         hit = [e["train_seconds"] for e in evals if e["test_error"] <= bench.TARGET_ERROR["fmnist-1000"]]
         assert r["seconds_to_target"] == (str(round(hit[0], 1)) if hit else "")
     assert "training s to 15 % test error" in md and "time_to_error.png" in md
+    # convergence: the change over the last 20 % of the run (evaluations at 2 and 4 of 4: only 4 is in it)
+    assert all(r["tail_change"] == "" for r in table) and "change over the last 20% of the run" in md
 
     before = (tmp_path / "supervised-s0" / "results.json").read_text()
     logs.clear()
@@ -66,6 +68,15 @@ def test_bench_writes_tables_and_skips_finished_runs(tmp_path):
                       overrides={**TINY, "threads": 1}, data=tiny_data(), log=logs.append)   # speed: no protocol change
     assert all("skipped" in line for line in logs) and len(logs) == 4
     assert again == rows and (tmp_path / "supervised-s0" / "results.json").read_text() == before
+
+
+def test_tail_change_is_the_last_evaluation_minus_the_first_in_the_last_fifth(tmp_path):
+    records = [{"iteration": i, "kind": "eval", "test_error": e, "test_error_raw": e + 1}
+               for i, e in ((50, 40.0), (80, 30.0), (90, 25.0), (100, 26.5))] + [{"iteration": 100, "kind": "train"}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    assert bench.tail_change(tmp_path, 100) == -3.5                     # 26.5 at 100 minus 30.0 at 80: still improving
+    assert bench.tail_change(tmp_path, 100, "test_error_raw") == -3.5
+    assert bench.tail_change(tmp_path, 1000) == "" and bench.tail_change(tmp_path / "none", 100) == ""
 
 
 def test_bench_resumes_an_interrupted_run_and_refuses_another_protocol(tmp_path):

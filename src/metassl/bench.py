@@ -80,8 +80,9 @@ COMPARISON = {
 ABLATION = {name: (row.meta, row.mixup) for name, row in ROWS.items()}   # (meta-gradient, mixup) per row
 DEFAULT_ALGORITHMS = [n for n in COMPARISON if n not in ("metamixup", "mpl")] + list(ABLATION)
 WEIGHT_COLUMNS = ("val_error", "val_error_raw", "test_error_raw", "val_error_ema", "test_error_ema")  # "" if absent
-CSV_COLUMNS = ("algorithm", "seed", "num_labels", "test_error", "test_error_median_last5", "wall_seconds",
+CSV_COLUMNS = ("algorithm", "seed", "num_labels", "test_error", "test_error_median_last5", "tail_change", "wall_seconds",
                "images_per_second", "train_seconds", "seconds_to_target", *WEIGHT_COLUMNS)
+TAIL = 0.2   # "flat at the end": tail_change is the test error's change over the run's last TAIL of iterations
 
 
 def run_config(suite: str, name: str, seed: int, quick: bool, overrides: dict[str, Any],
@@ -169,6 +170,8 @@ def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str]
         rows.append({"algorithm": name, "seed": seed, "num_labels": res["num_labels"],
                      "test_error": round(res["test_error"], 4),
                      "test_error_median_last5": round(res["test_error_median_last5"], 4),
+                     "tail_change": tail_change(out / f"{name}-s{seed}", cfg.iterations,
+                                                "test_error_raw" if raw_weights else "test_error"),
                      "wall_seconds": res["wall_seconds"], "images_per_second": res["images_per_second"],
                      "train_seconds": res.get("train_seconds", ""),
                      "seconds_to_target": seconds_to(out / f"{name}-s{seed}", TARGET_ERROR[suite]),
@@ -214,24 +217,33 @@ def _by_name(rows: list[dict[str, Any]], key: str) -> dict[str, list[float]]:
     return out
 
 
+def _tails(rows: list[dict[str, Any]], name: str) -> str:
+    """`name`'s tail_change over its seeds (mean ± std), "-" where no run had two evaluations in its tail."""
+    tails = [float(r["tail_change"]) for r in rows if r["algorithm"] == name and r.get("tail_change") not in ("", None)]
+    return _mean_std(tails) if tails else "-"
+
+
 def comparison_table(rows: list[dict[str, Any]], column: str) -> str:
     """Methods x suite, error % mean ± std over seeds (the paper's Table 2 layout)."""
     final, last5, seeds = _by_name(rows, "test_error"), _by_name(rows, "test_error_median_last5"), _by_name(rows, "seed")
-    lines = [f"| Method | {column}: test error % | median of last 5 evaluations % | seeds |", "|---|---|---|---|"]
+    lines = [f"| Method | {column}: test error % | median of last 5 evaluations % | change over the last "
+             f"{TAIL:.0%} of the run (points) | seeds |", "|---|---|---|---|---|"]
     for name, label in COMPARISON.items():
         if name in final:
-            lines.append(f"| {label} | {_mean_std(final[name])} | {_mean_std(last5[name])} | {len(seeds[name])} |")
+            lines.append(f"| {label} | {_mean_std(final[name])} | {_mean_std(last5[name])} | {_tails(rows, name)} | "
+                         f"{len(seeds[name])} |")
     return "\n".join(lines)
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> str:
     """Meta-gradient x mixup, 4 rows (the paper's ablation layout)."""
     final, last5 = _by_name(rows, "test_error"), _by_name(rows, "test_error_median_last5")
-    lines = ["| Meta-gradient | Mixup | algorithm | test error % | median of last 5 % |", "|---|---|---|---|---|"]
+    lines = ["| Meta-gradient | Mixup | algorithm | test error % | median of last 5 % | change over the last "
+             f"{TAIL:.0%} (points) |", "|---|---|---|---|---|---|"]
     for name, (meta, mixup) in ABLATION.items():
         if name in final:
             lines.append(f"| {'yes' if meta else 'no'} | {'yes' if mixup else 'no'} | `{name}` | "
-                         f"{_mean_std(final[name])} | {_mean_std(last5[name])} |")
+                         f"{_mean_std(final[name])} | {_mean_std(last5[name])} | {_tails(rows, name)} |")
     return "\n".join(lines)
 
 
@@ -267,6 +279,19 @@ def seconds_to(run_dir: Path, target: float) -> float | str:
     except UserError:
         return ""
     return round(hit[0], 1) if hit else ""
+
+
+def tail_change(run_dir: Path, iterations: int, key: str = "test_error") -> float | str:
+    """Whether a run had converged: its last evaluation's `key` minus the first one at or after (1 - TAIL) x
+    iterations, in points (about 0: flat; below 0: still improving); "" without two evaluations there."""
+    from .plot import read_metrics
+
+    try:
+        evals = {r["iteration"]: r[key] for r in read_metrics(run_dir) if r["kind"] == "eval" and r.get(key) is not None}
+    except UserError:
+        return ""
+    tail = [evals[i] for i in sorted(evals) if i >= (1 - TAIL) * iterations]
+    return round(tail[-1] - tail[0], 2) if len(tail) >= 2 else ""
 
 
 def cost_table(rows: list[dict[str, Any]], target: float) -> str:
