@@ -16,7 +16,8 @@ the ReLU projection zeroes) drop it. Where it enters (issue 13; defaults as abov
                               so a correction that moves probability without flipping the argmax still counts
     meta_threshold_on=plain   m_b from y~ (FixMatch's own mask): the correction relabels the rows FixMatch keeps
                               and cannot add or drop a row
-    meta_step, meta_holdout   the step's length and g_l's images, as for `meta` (meta_gradient.py) With beta_t = 0 the step is FixMatch's, draw for draw (tested).
+    meta_step, meta_holdout   the step's length and g_l's images, as for `meta` (meta_gradient.py)
+With beta_t = 0 the step is FixMatch's, draw for draw (tested).
 The meta-gradient is derived for a soft consistency loss Phi on the weak view (MSE by default;
 meta_phi=kl is the closer match to FixMatch's cross-entropy); FixMatch's loss is then applied to the
 strong view, so the correction is a heuristic transfer of Eq. 13, not its exact meta-gradient.
