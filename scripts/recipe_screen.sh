@@ -2,7 +2,7 @@
 # The time-to-accuracy recipe screen of docs/PERFORMANCE.md (issue #12): paired runs on seed 0's split,
 # every choice read off the validation split (num_val=5000 held out of the training set), never the test set.
 #
-#   scripts/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | s3 | all (default); NPAR runs at once (default 2)
+#   scripts/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | s3 | s4 | all (default); NPAR runs at once (default 2)
 #
 # s1: the shared recipe at 1200 metamixup iterations: the preset as it was (c0) vs EMA evaluation (c1).
 # s2: a 10-minute budget on this 2-core CPU (iteration counts from the measured step costs, see the doc):
@@ -11,6 +11,9 @@
 # s3: s2's full-pass run with the fixed-length meta step (meta_step=normalised, rho as tuned for metamixup-norm
 #     on fmnist-1000: src/metassl/tuned/), the variant that beat its twin in both H200 suites; and `meta`
 #     (the correction without mixup) at the same budget, to see what mixup costs at this length.
+# s4: the FixMatch family with the same recipe and length (FixMatch's and MetaFixMatch's paper defaults,
+#     meta_threshold_on=plain, the variant that beat FixMatch on both suites): the entries of the 2.5-hour CPU
+#     suite docs/PERFORMANCE.md defines, screened on one split before that suite is run.
 # Each run is an ordinary `metassl train` into runs/recipe/NAME (one thread each, NPAR at once); a finished
 # run (results.json) is skipped, so re-running the script finishes the screen.
 set -euo pipefail
@@ -26,6 +29,9 @@ jobs=()
 [[ $STAGE == s3 || $STAGE == all ]] && jobs+=(
   "s3-lw50-norm $LW meta_params=all meta_step=normalised meta_rho=0.273"
   "s3-lw50-meta-only $LW meta_params=all algorithm=meta")
+[[ $STAGE == s4 || $STAGE == all ]] && jobs+=(
+  "s4-lw50-fixmatch $LW algorithm=fixmatch"
+  "s4-lw50-metafixmatch-plain $LW algorithm=metafixmatch meta_threshold_on=plain")
 mkdir -p "$OUT"
 run() {
   name=$1; shift

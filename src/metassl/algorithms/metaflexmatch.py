@@ -1,4 +1,4 @@
-"""MetaFlexMatch: MetaFixMatch's correction inside FlexMatch's curriculum thresholds (issue 13).
+"""MetaFlexMatch: MetaFixMatch's correction inside FlexMatch's per-class curriculum thresholds (this project).
 
 Exactly FlexMatch (flexmatch.py) with the target corrected as in metafixmatch.py:
 
