@@ -36,7 +36,7 @@ OUT=$W/fmnist-100-${ITERS}it-tuned scripts/bench_parallel.sh fmnist-100 \
   --tuned $LONG > "$W/fmnist-100.log" 2>&1 & pids+=($!)
 # the recipe of the fmnist-1000 preset (make run), scaled: ITERS=3000 gives 3800 iterations, the first 1900 labeled-only
 R=$(( ITERS * 38 / 300 ))
-OUT=$W/fmnist-1000-recipe scripts/bench_parallel.sh fmnist-1000 "supervised,fully-supervised fixmatch metafixmatch-plain metamixup" \
+OUT=$W/fmnist-1000-recipe scripts/bench_parallel.sh fmnist-1000 "supervised,fully-supervised fixmatch metafixmatch-plain metafixmatch-norm metamixup" \
   iterations=$(( R * 10 )) labeled_warmup=$(( R * 5 )) eval_every=$R checkpoint_every=$R warmup=$(( ITERS / 15 )) \
   consistency_rampup=$(( R / 2 )) device=$DEVICE > "$W/fmnist-1000-recipe.log" 2>&1 & pids+=($!)
 for p in "${pids[@]}"; do wait "$p"; done
