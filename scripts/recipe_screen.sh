@@ -2,7 +2,7 @@
 # The time-to-accuracy recipe screen of docs/PERFORMANCE.md (issue #12): paired runs on seed 0's split,
 # every choice read off the validation split (num_val=5000 held out of the training set), never the test set.
 #
-#   scripts/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | s3 | s4 | all (default); NPAR runs at once (default 2)
+#   scripts/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | s3 | s4 | all (default) | pairs; NPAR runs at once (default 2)
 #
 # s1: the shared recipe at 1200 metamixup iterations: the preset as it was (c0) vs EMA evaluation (c1).
 # s2: a 10-minute budget on this 2-core CPU (iteration counts from the measured step costs, see the doc):
@@ -14,6 +14,10 @@
 # s4: the FixMatch family with the same recipe and length (FixMatch's and MetaFixMatch's paper defaults,
 #     meta_threshold_on=plain, the variant that beat FixMatch on both suites): the entries of the 2.5-hour CPU
 #     suite docs/PERFORMANCE.md defines, screened on one split before that suite is run.
+# pairs: issue #12's target "make run below supervised for the same minutes, paired, 3 seeds": the preset as it
+#     is (no validation split) and supervised for 4660 iterations (the make run's 508 training seconds at the
+#     idle step costs, docs/PERFORMANCE.md), on each of SEEDS (seed and split seed alike; default "1 2", seed 0
+#     being docs/results/make-run{,-supervised}). Not part of `all`.
 # Each run is an ordinary `metassl train` into runs/recipe/NAME (one thread each, NPAR at once); a finished
 # run (results.json) is skipped, so re-running the script finishes the screen.
 set -euo pipefail
@@ -32,6 +36,12 @@ jobs=()
 [[ $STAGE == s4 || $STAGE == all ]] && jobs+=(
   "s4-lw50-fixmatch $LW algorithm=fixmatch"
   "s4-lw50-metafixmatch-plain $LW algorithm=metafixmatch meta_threshold_on=plain")
+if [[ $STAGE == pairs ]]; then
+  for s in ${SEEDS:-1 2}; do
+    jobs+=("make-run-metamixup-s$s num_val=0 seed=$s split_seed=$s"
+           "make-run-supervised-s$s num_val=0 seed=$s split_seed=$s algorithm=supervised iterations=4660 eval_every=466 checkpoint_every=466")
+  done
+fi
 mkdir -p "$OUT"
 run() {
   name=$1; shift
