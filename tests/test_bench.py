@@ -174,3 +174,13 @@ def test_twins_table_pairs_each_meta_entry_with_its_twin_by_seed():
     table = bench.twins_table(rows)
     assert "| `metamixup` | `mixup` | 2 | 20.25 ± 1.77 | 20.50 ± 0.71 | -0.25 ± 1.06 | 1/2 |" in table
     assert "`meta`" not in table and bench.twins_table(rows[:1]) == ""
+
+
+def test_summary_protocol_names_the_labeled_only_warmup_and_counts_unlabeled_images_after_it(tmp_path):
+    run_bench("fmnist-1000", seeds=[0], algorithms=["fixmatch"], out=tmp_path, data=tiny_data(),
+              overrides={**TINY, "labeled_warmup": 2})
+    md = (tmp_path / "summary.md").read_text()
+    assert "4 iterations, the first 2 labeled-only for every algorithm (`labeled_warmup`)" in md
+    assert "(32 labeled and 16 unlabeled images drawn per run;" in md
+    run_bench("fmnist-1000", seeds=[0], algorithms=["fixmatch"], out=tmp_path / "plain", data=tiny_data(), overrides=TINY)
+    assert "labeled-only" not in (tmp_path / "plain" / "summary.md").read_text()

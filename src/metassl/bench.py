@@ -319,8 +319,11 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
     seeds = sorted({r["seed"] for r in rows})
     ulb = cfg.unlabeled_batch_size
     protocol = (f"{cfg.dataset}, {cfg.num_labels} labels (split seed = run seed), model `{cfg.model}`, "
-                f"batch {cfg.batch_size} labeled + {ulb} unlabeled, {cfg.iterations} iterations "
-                f"({cfg.iterations * cfg.batch_size} labeled and {cfg.iterations * ulb} unlabeled images drawn per run; "
+                f"batch {cfg.batch_size} labeled + {ulb} unlabeled, {cfg.iterations} iterations"
+                + (f", the first {cfg.labeled_warmup} labeled-only for every algorithm (`labeled_warmup`)"
+                   if cfg.labeled_warmup else "") +
+                f" ({cfg.iterations * cfg.batch_size} labeled and {(cfg.iterations - cfg.labeled_warmup) * ulb} "
+                f"unlabeled images drawn per run; "
                 f"FixMatch draws 2 views and MixMatch {cfg.mixmatch_k} of each unlabeled image), SGD lr {cfg.lr} "
                 f"momentum {cfg.momentum} wd {cfg.weight_decay}, {cfg.warmup}-iteration warm-up then {cfg.lr_schedule}, "
                 f"consistency ramp {cfg.consistency_rampup} iterations, evaluation every {cfg.eval_every} iterations "
