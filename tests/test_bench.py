@@ -11,6 +11,7 @@ import pytest
 from metassl import bench
 from metassl.bench import run_bench, run_config
 from metassl.cli import main
+from metassl.config import Config
 from metassl.errors import UserError
 
 from tests.conftest import make_tiny_data
@@ -169,10 +170,11 @@ def test_an_ema_run_reports_its_raw_weights_beside_and_raw_weights_swaps_them_in
 
 
 def test_twins_table_pairs_each_meta_entry_with_its_twin_by_seed():
-    rows = [dict(algorithm=a, seed=s, test_error=e) for a, s, e in
-            [("mixup", 0, 20.0), ("metamixup", 0, 19.0), ("mixup", 1, 21.0), ("metamixup", 1, 21.5), ("metamixup", 2, 9.0)]]
+    rows = [dict(algorithm=a, seed=s, test_error=e, changed_better=b, changed_worse=w) for a, s, e, b, w in
+            [("mixup", 0, 20.0, "", ""), ("metamixup", 0, 19.0, 6.0, 2.0), ("mixup", 1, 21.0, "", ""),
+             ("metamixup", 1, 21.5, 4.0, 3.0), ("metamixup", 2, 9.0, 5.0, 2.5)]]
     table = bench.twins_table(rows)
-    assert "| `metamixup` | `mixup` | 2 | 20.25 ± 1.77 | 20.50 ± 0.71 | -0.25 ± 1.06 | 1/2 |" in table
+    assert "| `metamixup` | `mixup` | 2 | 20.25 ± 1.77 | 20.50 ± 0.71 | -0.25 ± 1.06 | 1/2 | 5.0 / 2.5 (2.00) |" in table
     assert "`meta`" not in table and bench.twins_table(rows[:1]) == ""
 
 
@@ -184,3 +186,15 @@ def test_summary_protocol_names_the_labeled_only_warmup_and_counts_unlabeled_ima
     assert "(32 labeled and 16 unlabeled images drawn per run;" in md
     run_bench("fmnist-1000", seeds=[0], algorithms=["fixmatch"], out=tmp_path / "plain", data=tiny_data(), overrides=TINY)
     assert "labeled-only" not in (tmp_path / "plain" / "summary.md").read_text()
+
+
+def test_corrections_average_the_first_half_of_the_iterations_that_ran_the_correction(tmp_path):
+    # labeled_warmup 40 of 100: the correction runs in 41..100, its first half is 41..70 (logged at 50, 60, 70)
+    records = [{"iteration": i, "kind": "train", "pl_changed_better": i / 1000 if i > 40 else 0.9,
+                "pl_changed_worse": 0.01} for i in range(10, 101, 10)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    assert bench.corrections(tmp_path, Config(iterations=100, labeled_warmup=40)) == (6.0, 1.0)
+    assert bench.corrections(tmp_path, Config(iterations=100, labeled_warmup=0)) == (73.0, 1.0)  # 10..50: 4 x 90, 5
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"iteration": 10, "kind": "train", "loss": 1.0}))
+    assert bench.corrections(tmp_path, Config(iterations=100)) == ("", "")          # no correction logged
+    assert bench.corrections(tmp_path / "missing", Config(iterations=100)) == ("", "")

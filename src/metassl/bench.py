@@ -81,7 +81,8 @@ ABLATION = {name: (row.meta, row.mixup) for name, row in ROWS.items()}   # (meta
 DEFAULT_ALGORITHMS = [n for n in COMPARISON if n not in ("metamixup", "mpl")] + list(ABLATION)
 WEIGHT_COLUMNS = ("val_error", "val_error_raw", "test_error_raw", "val_error_ema", "test_error_ema")  # "" if absent
 CSV_COLUMNS = ("algorithm", "seed", "num_labels", "test_error", "test_error_median_last5", "tail_change", "wall_seconds",
-               "images_per_second", "train_seconds", "seconds_to_target", *WEIGHT_COLUMNS)
+               "images_per_second", "train_seconds", "seconds_to_target", "changed_better", "changed_worse",
+               *WEIGHT_COLUMNS)
 TAIL = 0.2   # "flat at the end": tail_change is the test error's change over the run's last TAIL of iterations
 
 
@@ -175,6 +176,7 @@ def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str]
                      "wall_seconds": res["wall_seconds"], "images_per_second": res["images_per_second"],
                      "train_seconds": res.get("train_seconds", ""),
                      "seconds_to_target": seconds_to(out / f"{name}-s{seed}", TARGET_ERROR[suite]),
+                     **dict(zip(("changed_better", "changed_worse"), corrections(out / f"{name}-s{seed}", cfg))),
                      **{k: "" if res.get(k) is None else round(res[k], 4)
                         for k in WEIGHT_COLUMNS}})
         log(f"[{i}/{len(configs)}] {name} seed {seed}: {done}, test error {res['test_error']:.2f}% "
@@ -247,18 +249,29 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _moved(rows: list[dict[str, Any]], name: str) -> str:
+    """`name`'s changed_better / changed_worse (ratio), means over its seeds; "-" where none was logged."""
+    pairs = [(float(r["changed_better"]), float(r["changed_worse"])) for r in rows
+             if r["algorithm"] == name and r.get("changed_better") not in ("", None)]
+    if not pairs:
+        return "-"
+    better, worse = (statistics.mean(p[i] for p in pairs) for i in (0, 1))
+    return f"{better:.1f} / {worse:.1f}" + (f" ({better / worse:.2f})" if worse > 0 else "")
+
+
 def twins_table(rows: list[dict[str, Any]]) -> str:
     """Each meta-gradient entry against its twin without the correction: the paired difference by seed."""
     err = {(r["algorithm"], r["seed"]): float(r["test_error"]) for r in rows}
-    lines = ["| meta entry | twin | seeds paired | meta error % | twin error % | meta - twin (points) | meta better in |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| meta entry | twin | seeds paired | meta error % | twin error % | meta - twin (points) | meta better in | "
+             "pseudo-labels the correction moved to / away from the true class, first half of its iterations % |",
+             "|---|---|---|---|---|---|---|---|"]
     for meta, twin in META_TWINS.items():
         seeds = sorted(s for (n, s) in err if n == meta and (twin, s) in err)
         if seeds:
             d = [err[meta, s] - err[twin, s] for s in seeds]
             lines.append(f"| `{meta}` | `{twin}` | {len(seeds)} | {_mean_std([err[meta, s] for s in seeds])} | "
                          f"{_mean_std([err[twin, s] for s in seeds])} | {_mean_std(d)} | "
-                         f"{sum(x < 0 for x in d)}/{len(d)} |")
+                         f"{sum(x < 0 for x in d)}/{len(d)} | {_moved(rows, meta)} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -292,6 +305,24 @@ def tail_change(run_dir: Path, iterations: int, key: str = "test_error") -> floa
         return ""
     tail = [evals[i] for i in sorted(evals) if i >= (1 - TAIL) * iterations]
     return round(tail[-1] - tail[0], 2) if len(tail) >= 2 else ""
+
+
+def corrections(run_dir: Path, cfg: Config) -> tuple[float | str, float | str]:
+    """The meta-gradient's effect on the pseudo-labels (issue 13's diagnostic): the mean share (%) of unlabeled
+    rows whose argmax the correction moved to the true class, and away from it, over the logged batches of the
+    first half of the iterations that ran the correction (those after `labeled_warmup`); ("", "") if none logged."""
+    from .plot import read_metrics
+
+    start = min(cfg.labeled_warmup, cfg.iterations)
+    end = start + (cfg.iterations - start) / 2
+    try:
+        logged = [r for r in read_metrics(run_dir) if r["kind"] == "train" and start < r["iteration"] <= end
+                  and r.get("pl_changed_better") is not None]
+    except UserError:
+        return "", ""
+    if not logged:
+        return "", ""
+    return tuple(round(100 * statistics.mean(r[k] for r in logged), 2) for k in ("pl_changed_better", "pl_changed_worse"))
 
 
 def cost_table(rows: list[dict[str, Any]], target: float) -> str:
