@@ -188,6 +188,14 @@ def test_summary_protocol_names_the_labeled_only_warmup_and_counts_unlabeled_ima
     assert "labeled-only" not in (tmp_path / "plain" / "summary.md").read_text()
 
 
+def test_comparison_table_lists_variant_entries_after_the_papers_rows():
+    rows = [dict(algorithm=a, seed=0, test_error=e, test_error_median_last5=e, tail_change="")
+            for a, e in [("metafixmatch-norm", 14.0), ("fixmatch", 15.0)]]
+    table = bench.comparison_table(rows, "fmnist-1000")
+    assert table.index("| FixMatch (Sohn et al. 2020) | 15.00 |") < table.index(
+        "| `metafixmatch-norm` (`metafixmatch`, meta_step=normalised) | 14.00 |")
+
+
 def test_corrections_average_the_first_half_of_the_iterations_that_ran_the_correction(tmp_path):
     # labeled_warmup 40 of 100: the correction runs in 41..100, its first half is 41..70 (logged at 50, 60, 70)
     records = [{"iteration": i, "kind": "train", "pl_changed_better": i / 1000 if i > 40 else 0.9,

@@ -230,7 +230,9 @@ def comparison_table(rows: list[dict[str, Any]], column: str) -> str:
     final, last5, seeds = _by_name(rows, "test_error"), _by_name(rows, "test_error_median_last5"), _by_name(rows, "seed")
     lines = [f"| Method | {column}: test error % | median of last 5 evaluations % | change over the last "
              f"{TAIL:.0%} of the run (points) | seeds |", "|---|---|---|---|---|"]
-    for name, label in COMPARISON.items():
+    variants = {n: f"`{n}` (`{VARIANTS[n][0]}`, " + ", ".join(f"{k}={v}" for k, v in VARIANTS[n][1].items()) + ")"
+                for n in final if n in VARIANTS}               # rows no table above names, after the paper's
+    for name, label in {**COMPARISON, **variants}.items():
         if name in final:
             lines.append(f"| {label} | {_mean_std(final[name])} | {_mean_std(last5[name])} | {_tails(rows, name)} | "
                          f"{len(seeds[name])} |")
