@@ -178,9 +178,13 @@ def test_twins_table_pairs_each_meta_entry_with_its_twin_by_seed():
     assert "`meta`" not in table and bench.twins_table(rows[:1]) == ""
 
 
-def test_summary_protocol_names_the_labeled_only_warmup_and_counts_unlabeled_images_after_it(tmp_path):
-    run_bench("fmnist-1000", seeds=[0], algorithms=["fixmatch"], out=tmp_path, data=tiny_data(),
+def test_summary_protocol_names_the_labeled_only_warmup_and_curves_the_entry_names(tmp_path, monkeypatch):
+    import metassl.plot
+    drawn = {}
+    monkeypatch.setattr(metassl.plot, "plot_runs", lambda dirs, out, labels=None: drawn.update(labels=labels))
+    run_bench("fmnist-1000", seeds=[0], algorithms=["fixmatch", "metafixmatch-norm"], out=tmp_path, data=tiny_data(),
               overrides={**TINY, "labeled_warmup": 2})
+    assert drawn["labels"] == ["fixmatch", "metafixmatch-norm"]      # a variant's curve is named as its row
     md = (tmp_path / "summary.md").read_text()
     assert "4 iterations, the first 2 labeled-only for every algorithm (`labeled_warmup`)" in md
     assert "(32 labeled and 16 unlabeled images drawn per run;" in md

@@ -186,7 +186,8 @@ def run_bench(suite: str, *, seeds: list[int] = (0, 1, 2), algorithms: list[str]
     first = min(seed for _, seed in configs)
     try:                                                          # the curves of the first seed, overlaid
         from .plot import plot_runs
-        plot_runs([out / f"{name}-s{seed}" for name, seed in configs if seed == first], out / "plots")
+        names_first = [name for name, seed in configs if seed == first]
+        plot_runs([out / f"{name}-s{first}" for name in names_first], out / "plots", labels=names_first)
         write_summary(out, suite, rows, cfg, quick, overrides, tuned, raw_weights)
     except UserError as e:                                        # e.g. matplotlib missing: tables only
         log(f"no curves: {e}")

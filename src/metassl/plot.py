@@ -97,8 +97,10 @@ def smooth(v: np.ndarray, window: int = SMOOTH) -> np.ndarray:
     return np.convolve(v, k, "same") / np.convolve(np.ones_like(v), k, "same")
 
 
-def plot_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> list[Path]:
-    """Write the PNGs for the runs into out_dir (default: the run itself for one run, else ./plots)."""
+def plot_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None,
+              labels: list[str] | None = None) -> list[Path]:
+    """Write the PNGs for the runs into out_dir (default: the run itself for one run, else ./plots); `labels`
+    name the curves (default: each run's algorithm, e.g. the bench passes its entry names such as variants)."""
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise UserError("give at least one run directory")
@@ -106,7 +108,7 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None) -> 
     plt = _pyplot()
     out = Path(out_dir) if out_dir else (run_dirs[0] if len(run_dirs) == 1 else Path("plots"))
     out.mkdir(parents=True, exist_ok=True)
-    labels = run_labels(run_dirs)
+    labels = labels or run_labels(run_dirs)
     colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(run_dirs))]
     runs = list(zip(all_records, labels, colors))
     written = []
