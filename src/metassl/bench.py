@@ -26,6 +26,7 @@ from .config import PRESETS, Config, load_saved, to_dict
 from .data import ImageData, load_dataset
 from .errors import Interrupted, UserError
 from .files import atomic_write_text
+from .schedule import images_seen
 from .tune import bench_values, load_tuned, tuned_table
 
 SUITES: dict[str, dict[str, Any]] = {
@@ -356,7 +357,8 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
                 f"batch {cfg.batch_size} labeled + {ulb} unlabeled, {cfg.iterations} iterations"
                 + (f", the first {cfg.labeled_warmup} labeled-only for every algorithm (`labeled_warmup`)"
                    if cfg.labeled_warmup else "") +
-                f" ({cfg.iterations * cfg.batch_size} labeled and {(cfg.iterations - cfg.labeled_warmup) * ulb} "
+                f" ({cfg.iterations * cfg.batch_size} labeled and "
+                f"{images_seen(cfg.iterations, cfg, True) - cfg.iterations * cfg.batch_size} "
                 f"unlabeled images drawn per run; "
                 f"FixMatch draws 2 views and MixMatch {cfg.mixmatch_k} of each unlabeled image), SGD lr {cfg.lr} "
                 f"momentum {cfg.momentum} wd {cfg.weight_decay}, {cfg.warmup}-iteration warm-up then {cfg.lr_schedule}, "
