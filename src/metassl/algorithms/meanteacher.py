@@ -8,7 +8,8 @@ release. The teacher is this algorithm's own copy of the model (saved in checkpo
 state_dict), run in train mode (its own dropout and batch statistics) without gradient; its BN running
 statistics are the student's, copied at each update. The gradient of
 the consistency loss reaches the student through softmax f(x_u'): tests check it is non-zero (a
-well-known toolkit once took the loss from the no-grad teacher pass only, so it had none).
+well-known toolkit once took the loss from the no-grad teacher pass only, so it had none). The step itself
+is the Pi-model's (pimodel.py) with this target.
 """
 from __future__ import annotations
 
@@ -20,18 +21,17 @@ from torch import Tensor, nn
 
 from ..config import Config
 from ..batch import Batch
-from .base import Algorithm, StepContext, StepOutput, register
 from ..torch_utils import ema_update
-from .common import check, frozen_bn_stats, softmax_mse
+from .base import StepContext, StepOutput, register
+from .common import check, frozen_bn_stats
+from .pimodel import PiModel
 
 
 @register("meanteacher")
-class MeanTeacher(Algorithm):
-    views = ("weak", "weak")
-
+class MeanTeacher(PiModel):
     def __init__(self, meanteacher_weight: float = 100.0, meanteacher_ema: float = 0.999,
                  rampup: int = 0) -> None:
-        self.meanteacher_weight, self.meanteacher_ema, self.rampup = meanteacher_weight, meanteacher_ema, rampup
+        self.weight, self.meanteacher_ema, self.rampup = meanteacher_weight, meanteacher_ema, rampup
         self.teacher: nn.Module | None = None
         self.iteration = 0
         self._pending: dict | None = None   # teacher weights from a checkpoint, loaded when the teacher exists
@@ -57,16 +57,8 @@ class MeanTeacher(Algorithm):
             return F.softmax(teacher(x).float(), dim=1)
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
-        self.iteration = ctx.iteration
-        (x_ulb_1, x_ulb_2) = batch.x_ulb
-        logits_x_lb = model(batch.x_lb).float()                          # (B_l, C)
-        logits_x_ulb_1 = model(x_ulb_1).float()                          # (B_u, C), carries the gradient
-        p_target = self.target(model, x_ulb_2)                           # (B_u, C)
-        loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
-        loss_cons = softmax_mse(logits_x_ulb_1, p_target)
-        loss = loss_cls + ctx.consistency_weight * self.meanteacher_weight * loss_cons
-        return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_cons": loss_cons.detach()},
-                          (p_target, p_target))
+        self.iteration = ctx.iteration                                   # for the EMA decay's ramp
+        return super().step(model, batch, ctx)                          # the Pi-model's step with this target
 
     def decay(self) -> float:
         return min(0.99, self.meanteacher_ema) if self.iteration < self.rampup else self.meanteacher_ema

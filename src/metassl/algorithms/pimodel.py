@@ -5,7 +5,8 @@
 x_u', x_u'' are two independent weak views (translate + flip) and the passes differ in dropout too.
 Choice: the target branch is detached (sg), as in the common modern implementations (google-research
 fixmatch `pi_model.py`, USB); Laine & Aila back-propagate through both branches. With the detached target,
-this file differs from meanteacher.py only in who produces the target: the student itself here.
+this file differs from meanteacher.py only in who produces the target: the student itself here (Mean
+Teacher subclasses it and overrides `target`).
 w(t) is the shared ramp (consistency_weight, consistency_rampup); pimodel_weight = their w_max = 100
 (their M/N factor cancels their labeled loss being averaged over the whole mixed batch, see docs).
 """
@@ -26,7 +27,7 @@ class PiModel(Algorithm):
     views = ("weak", "weak")
 
     def __init__(self, pimodel_weight: float = 100.0) -> None:
-        self.pimodel_weight = pimodel_weight
+        self.weight = pimodel_weight          # the consistency weight's maximum, w_max
 
     @classmethod
     def from_config(cls, cfg: Config) -> PiModel:
@@ -45,6 +46,6 @@ class PiModel(Algorithm):
         p_target = self.target(model, x_ulb_2)                           # (B_u, C)
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
         loss_cons = softmax_mse(logits_x_ulb_1, p_target)
-        loss = loss_cls + ctx.consistency_weight * self.pimodel_weight * loss_cons
+        loss = loss_cls + ctx.consistency_weight * self.weight * loss_cons
         return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_cons": loss_cons.detach()},
                           (p_target, p_target))
