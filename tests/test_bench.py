@@ -190,6 +190,13 @@ def test_summary_protocol_names_the_labeled_only_warmup_and_curves_the_entry_nam
     assert "(32 labeled and 16 unlabeled images drawn per run;" in md
     run_bench("fmnist-1000", seeds=[0], algorithms=["fixmatch"], out=tmp_path / "plain", data=tiny_data(), overrides=TINY)
     assert "labeled-only" not in (tmp_path / "plain" / "summary.md").read_text()
+    assert "## Ablation" not in md and "## Meta-gradient entries vs their twins" in md   # no empty table
+
+
+def test_ablation_table_is_empty_without_an_ablation_row():
+    rows = [dict(algorithm="fixmatch", seed=0, test_error=15.0, test_error_median_last5=15.0, tail_change="")]
+    assert bench.ablation_table(rows) == ""
+    assert "| no | yes | `mixup` | 15.00 |" in bench.ablation_table([{**rows[0], "algorithm": "mixup"}])
 
 
 def test_comparison_table_lists_variant_entries_after_the_papers_rows():

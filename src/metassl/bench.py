@@ -242,7 +242,7 @@ def comparison_table(rows: list[dict[str, Any]], column: str) -> str:
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> str:
-    """Meta-gradient x mixup, 4 rows (the paper's ablation layout)."""
+    """Meta-gradient x mixup, 4 rows (the paper's ablation layout); "" when none of them ran."""
     final, last5 = _by_name(rows, "test_error"), _by_name(rows, "test_error_median_last5")
     lines = ["| Meta-gradient | Mixup | algorithm | test error % | median of last 5 % | change over the last "
              f"{TAIL:.0%} (points) |", "|---|---|---|---|---|---|"]
@@ -250,7 +250,7 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
         if name in final:
             lines.append(f"| {'yes' if meta else 'no'} | {'yes' if mixup else 'no'} | `{name}` | "
                          f"{_mean_std(final[name])} | {_mean_std(last5[name])} | {_tails(rows, name)} |")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def _moved(rows: list[dict[str, Any]], name: str) -> str:
@@ -379,12 +379,11 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
                 "ramp above (tuning budget and values per entry: last section)" if tuned else
                 "Each algorithm uses its paper's hyperparameters (docs/ALGORITHMS.md)") +
             ". No model selection on the test set.", "",
-            "## Comparison (error %, mean ± std over seeds)", "", comparison_table(rows, suite), "",
-            "## Ablation: meta-gradient x mixup (error %, mean ± std over seeds)", "", ablation_table(rows), "",
-            "## Cost per run", "", cost_table(rows, TARGET_ERROR[suite]), ""]
-    twins = twins_table(rows)
-    if twins:
-        text[-4:-4] = ["## Meta-gradient entries vs their twins without the correction (paired by seed)", "", twins, ""]
+            "## Comparison (error %, mean ± std over seeds)", "", comparison_table(rows, suite), ""]
+    for title, table in [("Ablation: meta-gradient x mixup (error %, mean ± std over seeds)", ablation_table(rows)),
+                         ("Meta-gradient entries vs their twins without the correction (paired by seed)", twins_table(rows))]:
+        text += [f"## {title}", "", table, ""] if table else []
+    text += ["## Cost per run", "", cost_table(rows, TARGET_ERROR[suite]), ""]
     if (out / "plots" / "test_error.png").exists():
         text += ["## Curves (first seed)", "", "![test error](plots/test_error.png)", "", "![losses](plots/losses.png)", ""]
         if (out / "plots" / "time_to_error.png").exists():
