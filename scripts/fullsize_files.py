@@ -4,6 +4,7 @@
     python scripts/fullsize_files.py /tmp/fullsize --train 3 --json runs/fullsize/fullsize.json
     python scripts/fullsize_files.py /tmp/fullsize --skip-write --train 300 --device cuda --nice 0 --threads 0 \
         --json runs/fullsize/fullsize-it300.json                   # the issue's runs (on a GPU, or an idle box)
+    (on a CPU add --checkpoint-every 10: a run cut short by a session's end resumes when the command is re-run)
 
 No CIFAR or SVHN file exists on these machines, so the presets' loaders had only read tiny hand-made files.
 Fashion-MNIST (60k + 10k, 28x28 grey) is padded to 32x32 with zeros and its grey copied into R, G and B, then
@@ -161,13 +162,19 @@ def time_loads(dest: Path) -> dict:
 
 
 def train_run(preset: str, dest: Path, iterations: int, threads: int, nice: int, out: Path,
-              device: str = "cpu") -> dict:
+              device: str = "cpu", checkpoint_every: int = 0) -> dict:
     """`metassl train --preset <preset> data_dir=dest` for `iterations`, evaluated once at the end; wall seconds
-    and peak RSS of the child, plus its results.json."""
+    and peak RSS of the child, plus its results.json. A run cut short after a checkpoint (a session's end on a
+    slow CPU) resumes from it when called again; then the child's numbers are this call's, results.json's sums."""
+    from metassl import checkpoint
     overrides = [f"data_dir={dest}", f"iterations={iterations}", f"eval_every={iterations}",
-                 f"checkpoint_every={iterations}", f"threads={threads}", f"device={device}"]
-    cmd = ["nice", "-n", str(nice), sys.executable, "-m", "metassl", "train", "--preset", preset,
-           "--out", str(out), "--force", "--quiet", *overrides]
+                 f"checkpoint_every={checkpoint_every or iterations}", f"threads={threads}", f"device={device}"]
+    keys = ("train_seconds", "wall_seconds", "images_per_second", "test_error", "num_labels", "machine")
+    if (out / "results.json").exists():                       # finished in an earlier call: report, do not retrain
+        return {"finished_earlier": True, **{k: json.loads((out / "results.json").read_text())[k] for k in keys}}
+    resumed = any((out / n).exists() for n in (checkpoint.LAST, checkpoint.PREV))
+    run = ["--resume", str(out)] if resumed else ["--preset", preset, "--out", str(out), "--force", *overrides]
+    cmd = ["nice", "-n", str(nice), sys.executable, "-m", "metassl", "train", *run, "--quiet"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)                 # rusage of this child alone
@@ -177,10 +184,10 @@ def train_run(preset: str, dest: Path, iterations: int, threads: int, nice: int,
         raise SystemExit(f"{' '.join(cmd)} exited with {rc}")
     res = json.loads((out / "results.json").read_text())
     return {"command": "metassl train --preset " + preset + " " + " ".join(overrides) + f" (under nice -n {nice})",
+            "resumed": resumed,
             "child_wall_seconds": round(wall, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
             "child_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-            **{k: res[k] for k in ("train_seconds", "wall_seconds", "images_per_second", "test_error",
-                                   "num_labels", "machine")}}
+            **{k: res[k] for k in keys}}
 
 
 def main() -> None:
@@ -197,6 +204,8 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/fullsize"), help="where the run folders go")
     p.add_argument("--json", type=Path, help="write everything measured here")
     p.add_argument("--skip-write", action="store_true", help="the files are already in dest")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
+                   help="checkpoint each run every K iterations, so a cut-short run resumes (0 = at the end only)")
     args = p.parse_args()
 
     report: dict = {"date": date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} cpu, "
@@ -208,7 +217,8 @@ def main() -> None:
     print(json.dumps(report["load"]), flush=True)
     for preset in args.presets if args.train else ():
         report.setdefault("runs", {})[preset] = r = train_run(preset, args.dest, args.train, args.threads, args.nice,
-                                                              args.runs / f"{preset}-it{args.train}", args.device)
+                                                              args.runs / f"{preset}-it{args.train}", args.device,
+                                                              args.checkpoint_every)
         print(json.dumps({preset: r}), flush=True)
         if args.json:                                     # after each run, so a killed session keeps the first
             args.json.parent.mkdir(parents=True, exist_ok=True)
