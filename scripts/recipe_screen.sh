@@ -18,6 +18,10 @@
 #     is (no validation split) and supervised for 4660 iterations (the make run's 508 training seconds at the
 #     idle step costs, docs/PERFORMANCE.md), on each of SEEDS (seed and split seed alike; default "1 2", seed 0
 #     being docs/results/make-run{,-supervised}). Not part of `all`.
+# s5: is the labeled-only warm-up, chosen at 1000 labels, also right at 100 (num_labels=100, the bench's
+#     fmnist-100)? FixMatch with s4's schedule (1900 labeled-only + 1900 FixMatch iterations) against FixMatch
+#     from the first iteration for the same idle training seconds (2480 iterations = 1900 x (75.5 + 248) / 248,
+#     the bench-step costs in ms of docs/BENCHMARKS.md 1b), and supervised for the whole 3800. Not part of `all`.
 # Each run is an ordinary `metassl train` into runs/recipe/NAME (one thread each, NPAR at once); a finished
 # run (results.json) is skipped, so re-running the script finishes the screen.
 set -euo pipefail
@@ -36,6 +40,10 @@ jobs=()
 [[ $STAGE == s4 || $STAGE == all ]] && jobs+=(
   "s4-lw50-fixmatch $LW algorithm=fixmatch"
   "s4-lw50-metafixmatch-plain $LW algorithm=metafixmatch meta_threshold_on=plain")
+[[ $STAGE == s5 ]] && jobs+=(
+  "s5-100-lw50-fixmatch num_labels=100 $LW algorithm=fixmatch"
+  "s5-100-lw0-fixmatch num_labels=100 algorithm=fixmatch iterations=2480 labeled_warmup=0 consistency_rampup=124 eval_every=310 checkpoint_every=310"
+  "s5-100-sup num_labels=100 algorithm=supervised iterations=3800 labeled_warmup=0 eval_every=475 checkpoint_every=475")
 if [[ $STAGE == pairs ]]; then
   for s in ${SEEDS:-1 2}; do
     jobs+=("make-run-metamixup-s$s num_val=0 seed=$s split_seed=$s"
