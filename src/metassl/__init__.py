@@ -5,15 +5,19 @@ from .errors import UserError
 __version__ = "0.1.0"
 
 
-__all__ = ["Config", "build_config", "UserError", "meta_gradient", "correct_pseudo_labels", "MetaSSLClassifier"]
+__all__ = ["Config", "build_config", "UserError", "load", "TrainedModel", "meta_gradient", "correct_pseudo_labels",
+           "MetaSSLClassifier"]
 
 
 def __getattr__(name: str):
-    """Lazy exports: `metassl.MetaSSLClassifier` imports scikit-learn only when asked for, and importing
-    `metassl.data` or `metassl.config` does not load the algorithms."""
+    """Lazy exports: `metassl.MetaSSLClassifier` imports scikit-learn and `metassl.load` the
+    predictor only when asked for, and importing `metassl.data` or `metassl.config` does not load the algorithms."""
     if name in ("meta_gradient", "correct_pseudo_labels"):
         from .algorithms import meta_gradient
         return getattr(meta_gradient, name)
+    if name in ("load", "TrainedModel"):
+        from . import predict
+        return getattr(predict, name)
     if name == "MetaSSLClassifier":
         from .estimator import MetaSSLClassifier
         return MetaSSLClassifier

@@ -1,45 +1,74 @@
-"""Predict classes of new images with a trained run: a CSV of the predicted class and its probabilities.
+"""Predict classes of new images with a trained run, from Python (`metassl.load`) or as a CSV (`metassl predict`).
 
     metassl predict runs/fmnist-metamixup new_images.npz --out predictions.csv
     metassl predict runs/fmnist-metamixup photos/            # CSV to stdout
 
-INPUT is an .npz with key `x` (uint8, (N, H, W) or (N, H, W, C)), or a folder of images: flat, or with
-class subfolders (one level; the folder names are not used). Folder images are converted to the run's
-channels (grayscale or RGB) and resized to its image size with Pillow; an .npz must already match.
-Images are normalised with the mean/std saved in the checkpoint, and the class names travel with it.
+    model = metassl.load("runs/fmnist-metamixup")
+    model.predict(x)            # x: uint8 (N, H, W) or (N, H, W, C), as in an .npz -> class indices (N,)
+    model.predict_proba("photos/")                            # (N, K) probabilities, columns = model.classes
+
+INPUT is an .npz with key `x` (uint8, (N, H, W) or (N, H, W, C)), a folder of images (flat, or with class
+subfolders one level deep; the folder names are not used), a list of image files, or (in Python) a uint8
+numpy array shaped like an .npz's `x`. Image files are converted to the run's channels (grayscale or RGB)
+and resized to its image size with Pillow; arrays must already match. Images are normalised with the
+mean/std saved in the checkpoint, and the class names travel with it.
 CSV columns: file_or_index, predicted_class, p_<class name> for every class (rows sum to 1).
 """
 from __future__ import annotations
 
 import csv
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 from .data import formats
 from .errors import UserError
 from .torch_utils import to_nchw
 
+Images = Union[np.ndarray, str, Path, Sequence[Union[str, Path]]]
+
+
+def _checked(x: np.ndarray, where: str, channels: int, size: int) -> np.ndarray:
+    """uint8 (N, H, W[, C]) images as NHWC, or a one-line error if they do not match the run's shape."""
+    if x.dtype != np.uint8:
+        raise UserError(f"{where}: images must be uint8, got {x.dtype}; convert with "
+                        f"(x * 255).round().astype(np.uint8) if they are in [0, 1]")
+    x = x[..., None] if x.ndim == 3 else x
+    if x.ndim != 4:
+        raise UserError(f"{where}: images must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+    if x.shape[1:] != (size, size, channels):
+        raise UserError(f"{where}: images are {x.shape[1]}x{x.shape[2]} with {x.shape[3]} channel(s) but "
+                        f"the run expects {size}x{size} with {channels}; resize/convert them first")
+    return x
+
+
+def _read_files(files: list[Path], channels: int, size: int) -> np.ndarray:
+    """Image files as uint8 (N, size, size, channels): converted to the run's channels and resized."""
+    if channels not in (1, 3):
+        raise UserError(f"the run expects {channels}-channel images; image files give grayscale or RGB, "
+                        f"so pass an .npz with key x of shape (N, {size}, {size}, {channels})")
+    x = formats.read_images(files, size)                                         # RGB (N, size, size, 3)
+    if channels == 1:                                                            # ITU-R 601-2 luma, as PIL's "L"
+        from PIL import Image
+        x = np.stack([np.asarray(Image.fromarray(im).convert("L")) for im in x])[..., None]
+    return x
+
 
 def read_input(path: Path, channels: int, size: int) -> tuple[list[str], np.ndarray]:
     """(names, uint8 (N, H, W, C) images) of an .npz or an image folder, checked against the run's shape."""
     if path.is_dir():
-        if channels not in (1, 3):
-            raise UserError(f"the run expects {channels}-channel images; image folders give grayscale or RGB, "
-                            f"so pass an .npz with key x of shape (N, {size}, {size}, {channels})")
         files = formats.list_images(path) + [f for d in sorted(p for p in path.iterdir() if p.is_dir()
                                                                and not p.name.startswith("."))
                                              for f in formats.list_images(d)]
         if not files:
             raise UserError(f"{path} holds no images (allowed: {', '.join(formats.IMAGE_EXTENSIONS)}), "
                             f"neither directly nor in subfolders")
-        x = formats.read_images(files, size)                                     # RGB (N, size, size, 3)
-        if channels == 1:                                                        # ITU-R 601-2 luma, as PIL's "L"
-            from PIL import Image
-            x = np.stack([np.asarray(Image.fromarray(im).convert("L")) for im in x])[..., None]
-        return [f.relative_to(path).as_posix() for f in files], x
+        return [f.relative_to(path).as_posix() for f in files], _read_files(files, channels, size)
     if not path.exists():
         raise UserError(f"INPUT {path} does not exist; pass an .npz file or a folder of images")
     if path.suffix.lower() != ".npz" or not path.is_file():
@@ -47,24 +76,75 @@ def read_input(path: Path, channels: int, size: int) -> tuple[list[str], np.ndar
     arrays = formats.read_npz(path)
     if "x" not in arrays:
         raise UserError(f"npz file {path} has no key 'x' (has {sorted(arrays)}); expected x: uint8 (N, H, W[, C])")
-    x = formats.as_nhwc(arrays["x"], "x", path)
-    if x.shape[1:] != (size, size, channels):
-        raise UserError(f"npz file {path}: images are {x.shape[1]}x{x.shape[2]} with {x.shape[3]} channel(s) but "
-                        f"the run expects {size}x{size} with {channels}; resize/convert them first")
+    x = _checked(arrays["x"], f"npz file {path}", channels, size)
     return [str(i) for i in range(len(x))], x
+
+
+@dataclass
+class TrainedModel:
+    """A trained run's model with its class names and preprocessing: what `metassl.load` returns."""
+
+    model: nn.Module          # eval mode; the EMA weights when the run kept an EMA, else the raw ones
+    classes: list[str]        # class k's name; predict() returns k
+    mean: Tensor              # (C,) per-channel mean of the training images on the 0..1 scale
+    std: Tensor               # (C,) per-channel std, same scale
+    channels: int
+    image_size: int
+    config: Any               # the run's resolved Config
+    batch_size: int = 256     # images per forward pass
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto") -> "TrainedModel":
+        """The run's checkpoint (last.pt, or prev.pt if last.pt is damaged) on `device`."""
+        from .evaluate import load_run
+
+        model, cfg, state = load_run(Path(run_dir), device)
+        channels, size = (int(v) for v in state["shape"])
+        return cls(model, list(state["classes"]), state["mean"], state["std"], channels, size, cfg,
+                   cfg.eval_batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def read(self, images: Images) -> tuple[list[str], np.ndarray]:
+        """(names, uint8 (N, H, W, C)) of an array, an .npz, an image folder or a list of image files."""
+        if isinstance(images, np.ndarray):
+            x = _checked(images, "images", self.channels, self.image_size)
+            return [str(i) for i in range(len(x))], x
+        if isinstance(images, (str, Path)):
+            return read_input(Path(images), self.channels, self.image_size)
+        files = [Path(f) for f in images]
+        return [str(f) for f in files], _read_files(files, self.channels, self.image_size)
+
+    def logits(self, images: Images) -> np.ndarray:
+        """Eval-mode logits (N, K), float32."""
+        from .evaluate import predict_logits
+
+        dev = self.device
+        x = to_nchw(self.read(images)[1], dev)
+        return predict_logits(self.model, x, self.mean.to(dev), self.std.to(dev), self.batch_size).cpu().numpy()
+
+    def predict_proba(self, images: Images) -> np.ndarray:
+        """Class probabilities (N, K), float64, columns in the order of `classes`."""
+        return torch.softmax(torch.from_numpy(self.logits(images)).double(), dim=1).numpy()
+
+    def predict(self, images: Images) -> np.ndarray:
+        """Predicted class indices (N,), int64; `classes[i]` names class i."""
+        return self.logits(images).argmax(1).astype(np.int64)
+
+
+def load(run_dir: str | Path, device: str = "auto") -> TrainedModel:
+    """A trained run ready to predict: `metassl.load("runs/mine").predict(x)`."""
+    return TrainedModel.load(run_dir, device)
 
 
 def predict(run_dir: str | Path, input_path: str | Path,
             device: str = "auto") -> tuple[list[str], np.ndarray, list[str]]:
     """(names, probabilities (N, K) float64, class names) for the images at input_path."""
-    from .evaluate import load_run, predict_logits
-
-    model, cfg, state = load_run(Path(run_dir), device)
-    channels, size = (int(v) for v in state["shape"])
-    names, x = read_input(Path(input_path), channels, size)
-    dev = next(model.parameters()).device
-    logits = predict_logits(model, to_nchw(x, dev), state["mean"].to(dev), state["std"].to(dev), cfg.eval_batch_size)
-    return names, torch.softmax(logits.double(), dim=1).cpu().numpy(), list(state["classes"])
+    model = load(run_dir, device)
+    names, x = model.read(Path(input_path))
+    return names, model.predict_proba(x), model.classes
 
 
 def write_csv(names: list[str], probs: np.ndarray, classes: list[str], out: str | Path | None) -> None:

@@ -1,0 +1,73 @@
+"""The Python API round-trips a run: `metassl.load` predicts what `metassl predict` prints, on arrays, files and
+folders."""
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import metassl
+from metassl.cli import main
+from metassl.config import build_config
+from metassl.errors import UserError
+from metassl.train import train
+from tests.conftest import make_tiny_data, write_tiny_npz
+
+CLASSES = ["shirt", "bag", "c2", "c3"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 20-iteration metamixup run on a tiny 8x8 grayscale .npz, its test images as a new .npz to predict."""
+    root = tmp_path_factory.mktemp("run")
+    data = make_tiny_data(n_train=120, n_test=40, size=8)
+    write_tiny_npz(root / "tiny.npz", data, classes=np.array(CLASSES))
+    cfg = build_config(None, None, [f"dataset={root / 'tiny.npz'}", "device=cpu", "model=cnn", "iterations=20",
+                                    "batch_size=16", "num_labels=16", "warmup=2", "consistency_rampup=5",
+                                    "eval_every=20", "checkpoint_every=20", "log_every=10", "translate=1"])
+    train(cfg, root / "run", quiet=True)
+    np.savez(root / "new.npz", x=data.x_test)
+    return root / "run", root / "new.npz", data
+
+
+def cli_predict(run_dir: Path, inputs: Path, capsys) -> tuple[list[str], np.ndarray]:
+    """(predicted class names, probabilities) as `metassl predict` prints them."""
+    assert main(["predict", str(run_dir), str(inputs), "--device", "cpu"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))[1:]
+    return [r[1] for r in rows], np.array([[float(v) for v in r[2:]] for r in rows])
+
+
+def test_load_predicts_what_the_cli_prints_for_arrays_and_files(run, capsys):
+    run_dir, new, data = run
+    names, p_cli = cli_predict(run_dir, new, capsys)
+    model = metassl.load(run_dir, device="cpu")
+    assert model.classes == CLASSES and (model.channels, model.image_size) == (1, 8)
+    for images in (new, str(new), data.x_test, data.x_test[..., 0]):     # .npz path, NHWC and NHW arrays
+        p = model.predict_proba(images)
+        np.testing.assert_allclose(p, p_cli, rtol=1e-5, atol=1e-6)        # the CSV prints 6 significant digits
+        assert [model.classes[k] for k in model.predict(images)] == names
+    assert (model.predict(data.x_test) == data.y_test).mean() > 0.5
+
+
+def test_load_predicts_image_paths_like_the_folder(run, tmp_path, capsys):
+    run_dir, _, data = run
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"im{i}.png")
+        Image.fromarray(data.x_test[i, :, :, 0]).save(files[-1])
+    names, p_cli = cli_predict(run_dir, tmp_path, capsys)
+    model = metassl.load(run_dir, device="cpu")
+    np.testing.assert_allclose(model.predict_proba(files), p_cli, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(data.x_test[:3]), p_cli, rtol=1e-5, atol=1e-6)   # PNG is lossless
+
+
+def test_load_rejects_arrays_that_do_not_match_the_run(run):
+    model = metassl.load(run[0], device="cpu")
+    with pytest.raises(UserError, match="expects 8x8 with 1"):
+        model.predict(np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(UserError, match="must be uint8"):
+        model.predict(np.zeros((2, 8, 8), np.float32))
