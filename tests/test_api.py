@@ -1,11 +1,14 @@
 """The Python API round-trips a run: `metassl.load` predicts what `metassl predict` prints, on arrays, files and
-folders."""
+folders, and `metassl export` writes a file torch alone loads that gives the same predictions."""
 import csv
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import metassl
@@ -71,3 +74,31 @@ def test_load_rejects_arrays_that_do_not_match_the_run(run):
         model.predict(np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(UserError, match="must be uint8"):
         model.predict(np.zeros((2, 8, 8), np.float32))
+
+
+STANDALONE = """
+import importlib.util, json, sys
+assert importlib.util.find_spec("metassl") is None, "metassl is importable"
+import torch
+info = {"metassl.json": ""}
+model = torch.export.load(sys.argv[1], extra_files=info).module()
+info = json.loads(info["metassl.json"])
+torch.save({"logits": model(torch.load(sys.argv[2])), "classes": info["classes"],
+            "shape": (info["channels"], info["image_size"])}, sys.argv[3])
+"""
+
+
+def test_export_runs_without_metassl_and_predicts_what_the_cli_prints(run, tmp_path, capsys):
+    run_dir, new, data = run
+    names, p_cli = cli_predict(run_dir, new, capsys)
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "model.pt2")]) == 0
+    assert "model.pt2" in capsys.readouterr().out
+    torch.save(torch.from_numpy(data.x_test.transpose(0, 3, 1, 2).copy()), tmp_path / "x.pt")   # uint8 NCHW
+    torch_dir = str(Path(torch.__file__).parents[1])       # site-packages, without the .pth that adds src/
+    code = f"import sys; sys.path.insert(0, {torch_dir!r})\n" + STANDALONE
+    subprocess.run([sys.executable, "-I", "-S", "-c", code, str(tmp_path / "model.pt2"), str(tmp_path / "x.pt"),
+                    str(tmp_path / "out.pt")], cwd=tmp_path, check=True)
+    out = torch.load(tmp_path / "out.pt")
+    assert out["classes"] == CLASSES and out["shape"] == (1, 8)
+    assert [out["classes"][k] for k in out["logits"].argmax(1)] == names
+    np.testing.assert_allclose(torch.softmax(out["logits"].double(), 1).numpy(), p_cli, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,5 @@
-"""Command line: `metassl train | eval | presets | check | algorithms | bench | tune | plot | features | predict`.
+"""Command line: `metassl train | eval | predict | export | presets | check | algorithms | bench | tune | plot
+| features`.
 
     metassl train --preset fmnist-1000 iterations=200 device=cpu --out runs/quick
     metassl train --resume runs/quick
@@ -8,6 +9,7 @@
     metassl tune fmnist-1000 --algorithm fixmatch      (then: metassl bench fmnist-1000 --tuned)
     metassl plot runs/quick runs/other --out plots/
     metassl predict runs/quick images/ --out predictions.csv
+    metassl export runs/quick --out quick.pt2
 
 Bad input prints one line `metassl: error: ...` and exits with status 2.
 """
@@ -170,6 +172,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .predict import load
+
+    print(f"torch.export program, uint8 (N, C, H, W) images in, logits out -> "
+          f"{load(args.run_dir, 'cpu').export(args.out)}")
+    return 0
+
+
 def cmd_bench_step(args: argparse.Namespace) -> int:
     from .algorithms import ALGORITHMS
     from .bench_step import VARIANTS, bench_step, format_table
@@ -277,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="CSV file (default: stdout)")
     pr.add_argument("--device", default="auto")
     pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="a run as one file torch alone loads (torch.export): uint8 N x C x H x W "
+                                       "images in, logits out")
+    ex.add_argument("run_dir")
+    ex.add_argument("--out", required=True, help="the .pt2 file to write")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

@@ -133,6 +133,11 @@ class TrainedModel:
         """Predicted class indices (N,), int64; `classes[i]` names class i."""
         return self.logits(images).argmax(1).astype(np.int64)
 
+    def export(self, out: str | Path) -> Path:
+        """A torch.export file that needs only torch: uint8 (N, C, H, W) images in, logits out (see export.py)."""
+        from .export import export_program
+        return export_program(self, out)
+
 
 def load(run_dir: str | Path, device: str = "auto") -> TrainedModel:
     """A trained run ready to predict: `metassl.load("runs/mine").predict(x)`."""
