@@ -312,7 +312,7 @@ def tail_change(run_dir: Path, iterations: int, key: str = "test_error") -> floa
 
 
 def corrections(run_dir: Path, cfg: Config) -> tuple[float | str, float | str]:
-    """The meta-gradient's effect on the pseudo-labels (issue 13's diagnostic): the mean share (%) of unlabeled
+    """The meta-gradient's effect on the pseudo-labels (the pseudo-label diagnostic): the mean share (%) of unlabeled
     rows whose argmax the correction moved to the true class, and away from it, over the logged batches of the
     first half of the iterations that ran the correction (those after `labeled_warmup`); ("", "") if none logged."""
     from .plot import read_metrics

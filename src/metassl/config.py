@@ -46,7 +46,7 @@ class Config:
     beta_schedule: str = "lr"        # lr: beta_t = beta * lr_t (authors, beta=1) | constant: beta_t = beta | cosine
     beta: float = 1.0                # multiplier of lr (beta_schedule=lr) or the value/peak (constant, cosine)
     projection: str = "relu"         # back to the simplex after Eq. 6: relu (authors: clamp + renormalise) | simplex
-    # meta-gradient variants (issue 13, docs/ALGORITHMS.md); the defaults are the paper's step
+    # meta-gradient variants (docs/ALGORITHMS.md, "Meta-gradient variants"); the defaults are the paper's step
     meta_step: str = "lr"            # Eq. 6's step: lr (y^ = y~ - beta_t grad_y, the paper) | normalised (fixed length:
                                      # y^ = y~ - rho_t grad_y / rms_b ||grad_y_b||, does not fade with ||g_l||)
     meta_rho: float = 0.1            # meta_step=normalised: rho, RMS per-row L2 length of the step on the simplex (0 < rho <= 2)

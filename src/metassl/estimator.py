@@ -23,7 +23,7 @@ standardised. Features constant over the training rows are dropped (`keep_`). Ro
 Images (N, H, W) or (N, H, W, C) become float32, integer dtypes divided by 255; weak augmentation is a
 random translation by up to 2 pixels (none below 8x8), no flips.
 
-Small-data defaults (issue 16, docs/SKLEARN.md; tuned on split seeds 100-102, never the reported ones):
+Small-data defaults (docs/SKLEARN.md; chosen on digits split seeds 100-102, re-draws of the same images):
 `init='label_spreading'` labels the most confident 75% of the unlabeled rows with scikit-learn's
 LabelSpreading (knn graph, 7 neighbours) and adds them to the labeled rows; all unlabeled rows stay in
 the unlabeled pool, where metamixup's meta-gradient corrects the network's own pseudo-labels.

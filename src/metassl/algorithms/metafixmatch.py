@@ -11,7 +11,7 @@ Exactly FixMatch (fixmatch.py) except where the hard target comes from:
     loss = CE(f(x_lb), y_lb) + w(t) * fixmatch_weight * (1/B_u) sum_b m_b CE(f(A(u_b)), q^_b)
 
 So the correction can flip the hard label, push a row over or under the threshold, or (a row that
-the ReLU projection zeroes) drop it. Where it enters (issue 13; defaults as above):
+the ReLU projection zeroes) drop it. Where it enters (defaults as above):
     meta_target=soft          the strong view's CE is to y^ itself, -sum_c y^_bc log softmax f(A(u_b))_c,
                               so a correction that moves probability without flipping the argmax still counts
     meta_threshold_on=plain   m_b from y~ (FixMatch's own mask): the correction relabels the rows FixMatch keeps
@@ -36,7 +36,7 @@ from ..config import Config
 from .base import StepContext, StepOutput, register
 from .common import check, hard_pseudo_labels, joint_forward, masked_ce
 from .fixmatch import FixMatch, check_fixmatch
-from .meta_gradient import correct_pseudo_labels, meta_gradient, meta_labeled
+from .meta_gradient import CONFIG_KEYS, correct_pseudo_labels, meta_gradient, meta_labeled
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class MetaTarget:
 
 @register("metafixmatch")
 class MetaFixMatch(FixMatch):
-    meta_batch = True
+    keys = FixMatch.keys + CONFIG_KEYS + ("meta_target", "meta_threshold_on")
 
     def __init__(self, fixmatch_threshold: float = 0.95, fixmatch_weight: float = 1.0, *, eps_scale: float,
                  **meta: str) -> None:
