@@ -53,7 +53,7 @@ def grads(name: str, weight: float, **overrides) -> tuple[list[torch.Tensor], di
 @pytest.mark.parametrize("name", SSL)
 def test_unlabeled_loss_has_gradient_wrt_student(name):
     """grad(loss at w=1) - grad(loss at w=0) is the gradient of the unlabeled term: it must not vanish
-    (USB's Mean Teacher took it from the no-grad teacher pass, so it did, issues #102/#226)."""
+    (USB's Mean Teacher took it from the no-grad teacher pass, so it did; USB issues 102, 226)."""
     thresholds = dict(fixmatch_threshold=0.0, pseudolabel_threshold=0.0)   # mask non-empty by construction
     g1, metrics = grads(name, 1.0, **thresholds)
     g0, _ = grads(name, 0.0, **thresholds)

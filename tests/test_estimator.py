@@ -94,7 +94,7 @@ def test_import_metassl_stays_light():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# --- the small-data defaults (issue 16) --------------------------------------------------------------------
+# --- the small-data defaults ------------------------------------------------------------------------------
 from metassl import estimator as est_mod  # noqa: E402
 
 

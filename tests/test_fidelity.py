@@ -1,4 +1,4 @@
-"""Issue 11, items 6-12: the authors' behaviour is reachable and the meta-gradient plumbing is right.
+"""Fidelity to the authors: their behaviour is reachable and the meta-gradient plumbing is right.
 
 Each test here failed on the code before its fix (see the commit that added it).
 """
@@ -19,7 +19,7 @@ def pseudo_labels_of(algo, out):
     return out.pseudo_labels if hasattr(out, "pseudo_labels") else algo.last_pseudo_labels
 
 
-# --- item 9: `exact` unrolls the virtual step with the step's learning rate ------------------------------
+# --- `exact` unrolls the virtual step with the step's learning rate --------------------------------------
 def _unrolled_reference(model, x_lb, y_lb, x_ulb, y, alpha, h=1e-6):
     """d CE(f(x_lb; theta~)) / d y by central differences, theta~ from one real torch.optim.SGD step of lr
     alpha on the MSE consistency to y: independent of meta_gradient's functional unrolling."""
@@ -83,7 +83,7 @@ def test_meta_algorithms_unroll_exact_with_the_step_lr(algorithm, monkeypatch):
     assert seen == [0.037]
 
 
-# --- item 6: metafixmatch uses the global g_l under torchrun (meta_scope=global) --------------------------
+# --- metafixmatch uses the global g_l under torchrun (meta_scope=global) ----------------------------------
 def _metafixmatch_y_hat(rank: int, world: int, init_file: str, out_dir: str) -> None:
     """One metafixmatch step on this rank's shard of a fixed batch of 8; saves its corrected y^ (B_u/world, C)."""
     from metassl import distributed
@@ -116,7 +116,7 @@ def test_metafixmatch_two_gloo_processes_correct_like_one_process_with_the_whole
     torch.testing.assert_close(y_hat_two, y_hat_one, rtol=1e-5, atol=1e-6)
 
 
-# --- item 7: crop padding; the authors pad with zeros (black, before normalisation) -----------------------
+# --- crop padding; the authors pad with zeros (black, before normalisation) -------------------------------
 @pytest.mark.parametrize("pad_mode", ["zeros", "reflect"])
 def test_pad_mode_zeros_pads_black_pixels_before_normalisation(pad_mode):
     import numpy as np
@@ -147,7 +147,7 @@ def test_the_authors_presets_pad_with_zeros_and_ours_reflect():
     assert build_config("fmnist-1000").pad_mode == "reflect"
 
 
-# --- item 8: the authors' presets take their step: pass order and learning-rate schedule ----------------
+# --- the authors' presets take their step: pass order and learning-rate schedule ------------------------
 def _schedules():
     from metassl.schedule import beta_at, lr_at
     return lr_at, beta_at
@@ -182,7 +182,7 @@ def test_our_schedule_is_unchanged():
         [0.01, 0.1, 0.1, 0.01, 0.01, 0.001])
 
 
-# --- item 10: the ImageNet preset is the authors' run length, counted in unlabeled epochs ----------------
+# --- the ImageNet preset is the authors' run length, counted in unlabeled epochs -------------------------
 def test_imagenet_preset_runs_the_authors_600_unlabeled_epochs_with_per_gpu_meta_gradient():
     import math
     cfg = build_config("imagenet-10pct")
@@ -196,7 +196,7 @@ def test_imagenet_preset_runs_the_authors_600_unlabeled_epochs_with_per_gpu_meta
     assert (cfg.lr, cfg.lr_schedule, cfg.consistency_rampup, cfg.sync_bn) == (0.1, "cosine", 0, True)
 
 
-# --- item 11: the consistency loss and the meta-gradient's Phi are one derivation -----------------------
+# --- the consistency loss and the meta-gradient's Phi are one derivation --------------------------------
 @pytest.mark.parametrize("algorithm", ["meta", "metamixup"])
 @pytest.mark.parametrize("consistency,meta_phi", [("kl", "mse"), ("mse", "kl")])
 def test_mixed_consistency_and_meta_phi_are_rejected_in_one_line(algorithm, consistency, meta_phi):
@@ -215,7 +215,7 @@ def test_matching_or_unused_keys_are_accepted(overrides):
     build_algorithm(build_config(overrides=overrides))
 
 
-# --- item 12: the default meta-gradient is accurate on every registered backbone --------------------------
+# --- the default meta-gradient is accurate on every registered backbone -----------------------------------
 def _backbones():
     from metassl.models import model_names
     return model_names()

@@ -1,4 +1,4 @@
-"""The meta-gradient variants of issue 13: a fixed-length step, a held-out meta objective, where the
+"""The meta-gradient variants: a fixed-length step, a held-out meta objective, where the
 correction enters MetaFixMatch, Meta Pseudo Labels; and the defaults are the paper's step, draw for draw."""
 import copy
 import dataclasses
