@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 ARGS  ?=
 
-.PHONY: run test venv data bench clean
+.PHONY: run test venv data bench clean peers
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -35,3 +35,34 @@ test: venv data
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+
+# Peer toolkits for benchmarks/peers/ (not part of the package): each in its own virtual env, so
+# the project's .venv never gets their dependencies. torch==2.13.0 (the local CPU wheel) goes in
+# first and benchmarks/peers/constraints.txt pins it, so no install can swap in a CUDA build.
+# Install flags as found in practice: USB and LAMDA-SSL with --no-deps (their declared
+# dependencies pull torchaudio / torchtext / torch-geometric, which do not fit torch 2.13.0+cpu).
+PEERS := benchmarks/peers
+PEER_PIP = -m pip install -q -c $(PEERS)/constraints.txt
+
+peers: $(PEERS)/.venv-modssc/.installed $(PEERS)/.venv-usb/.installed $(PEERS)/.venv-lamda/.installed
+
+$(PEERS)/.venv-modssc/.installed: $(PEERS)/constraints.txt
+	python3 -m venv $(@D)
+	$(@D)/bin/python $(PEER_PIP) "$(TORCH)"
+	$(@D)/bin/python $(PEER_PIP) modssc==1.2.2 pillow
+	touch $@
+
+$(PEERS)/.venv-usb/.installed: $(PEERS)/constraints.txt
+	python3 -m venv $(@D)
+	$(@D)/bin/python $(PEER_PIP) "$(TORCH)"
+	$(@D)/bin/python $(PEER_PIP) --no-deps semilearn==0.3.2 torchvision==0.28.0
+	$(@D)/bin/python $(PEER_PIP) numpy pillow scipy scikit-learn scikit-image matplotlib tqdm progress \
+		"ruamel.yaml" tensorboard timm transformers
+	touch $@
+
+$(PEERS)/.venv-lamda/.installed: $(PEERS)/constraints.txt
+	python3 -m venv $(@D)
+	$(@D)/bin/python $(PEER_PIP) "$(TORCH)"
+	$(@D)/bin/python $(PEER_PIP) --no-deps lamda-ssl==1.0.2 torchvision==0.28.0
+	$(@D)/bin/python $(PEER_PIP) numpy pillow scipy scikit-learn pandas matplotlib joblib
+	touch $@
