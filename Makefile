@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 ARGS  ?=
 
-.PHONY: run test venv data bench clean peers
+.PHONY: run test venv data clean peers
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
