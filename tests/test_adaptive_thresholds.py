@@ -219,6 +219,9 @@ class Interrupt(Exception):
     pass
 
 
+OWN_KEY = {"flexmatch": "flexmatch_threshold=0.3", "freematch": "freematch_ema=0.9", "softmatch": "softmatch_ema=0.9"}
+
+
 @pytest.mark.parametrize("name", sorted(ALGOS))
 def test_trainer_resume_is_identical_for_the_adaptive_algorithms(name, tmp_path, monkeypatch):
     """Killed after the checkpoint at iteration 4 and resumed: the same weights and algorithm state as an
@@ -226,8 +229,7 @@ def test_trainer_resume_is_identical_for_the_adaptive_algorithms(name, tmp_path,
     data = make_tiny_data(n_train=96, n_test=24, size=8, classes=C)
     cfg = build_config(None, None, [f"algorithm={name}", "device=cpu", "model=cnn", "num_labels=16", "batch_size=8",
                                     "iterations=8", "eval_every=4", "checkpoint_every=4", "log_every=4", "warmup=1",
-                                    "consistency_rampup=2", "flexmatch_threshold=0.3", "freematch_ema=0.9",
-                                    "softmatch_ema=0.9"])
+                                    "consistency_rampup=2", OWN_KEY[name]])
     train(cfg, tmp_path / "full", data=data, quiet=True)
     real_save = checkpoint.save
 

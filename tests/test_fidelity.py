@@ -74,7 +74,8 @@ def test_meta_algorithms_unroll_exact_with_the_step_lr(algorithm, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, "meta_gradient", spy)
-    cfg = build_config(overrides=[f"algorithm={algorithm}", "meta_method=exact", "meta_fused=false", "model=mlp"])
+    fused = [] if algorithm == "metafixmatch" else ["meta_fused=false"]     # metafixmatch has no fused pass
+    cfg = build_config(overrides=[f"algorithm={algorithm}", "meta_method=exact", *fused, "model=mlp"])
     algo = build_algorithm(cfg)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))

@@ -118,8 +118,11 @@ def test_held_out_images_reach_the_correction_but_never_the_classification_loss(
 def test_holdout_is_refused_where_nothing_reads_it(tmp_path):
     from metassl.train import build_data
     cfg = dataclasses.replace(Config(), algorithm="neither", meta_holdout=0.2).resolved()
-    with pytest.raises(UserError, match="meta_holdout=0.2 holds labels out .* algorithm=neither has none"):
-        build_data(cfg, build_algorithm(cfg), make_tiny_data(), torch.device("cpu"))
+    with pytest.raises(UserError, match="meta_holdout=0.2 is not read by algorithm=neither, only by meta, "):
+        build_algorithm(cfg)
+    streamed = dataclasses.replace(cfg, algorithm="meta", stream=True)
+    with pytest.raises(UserError, match="meta_holdout=0.2 holds labels out of a resident data set and stream=true"):
+        build_data(streamed, build_algorithm(streamed), make_tiny_data(), torch.device("cpu"))
 
 
 # ------------------------------------------------------------------ defaults: today's step, draw for draw

@@ -53,10 +53,9 @@ __all__ = ["train", "train_step", "resolve_device"]
 def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: torch.device) -> Any:
     """The data source: resident on the device (default) or streamed from an image folder (stream=true)."""
     num_labels = -1 if algo.all_labels else cfg.num_labels
-    if cfg.meta_holdout and (not algo.meta_batch or cfg.stream):
-        raise UserError(f"meta_holdout={cfg.meta_holdout} holds labels out for a meta-gradient: algorithm={cfg.algorithm} "
-                        f"{'streams its data' if algo.meta_batch else 'has none'} (meta, metamixup, metafixmatch, metaflexmatch, "
-                        f"resident data); set meta_holdout=0")
+    if cfg.meta_holdout and cfg.stream:        # (an algorithm without a meta-gradient refuses it: build_algorithm)
+        raise UserError(f"meta_holdout={cfg.meta_holdout} holds labels out of a resident data set and stream=true "
+                        f"streams its data; set meta_holdout=0")
     if cfg.stream:
         from .data.streaming import StreamingData
         if cfg.dataset != "folder" or not cfg.data_dir:

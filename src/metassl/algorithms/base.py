@@ -7,7 +7,8 @@ logging. Metrics are 0-dim tensors (no host sync in the step).
 What the trainer needs to know before the first step is declared on the class, readable without
 building the algorithm: `views` (the unlabeled views a batch must carry), `uses_unlabeled`,
 `all_labels` (split with every training label), `mixup` (pairs each labeled image with one
-unlabeled image, so both batches must be the same size) and `meta_batch` (takes a held-out labeled batch).
+unlabeled image, so both batches must be the same size) and `keys` (the algorithm-specific Config keys it
+reads: meta_holdout among them, it takes a held-out labeled batch).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Callable, TypeVar
 from torch import Tensor, nn
 
 from ..batch import Batch
-from ..config import Config
+from ..config import FIELDS, PRESETS, Config
 from ..errors import UserError
 
 
@@ -50,7 +51,7 @@ class Algorithm:
     uses_unlabeled: bool = True          # False: the trainer draws no unlabeled batch
     all_labels: bool = False             # True: the split keeps every training label (num_labels=-1)
     mixup: bool = False                  # True: unlabeled_batch_size must equal batch_size
-    meta_batch: bool = False             # True: its meta-gradient reads Batch.x_meta/y_meta (meta_holdout > 0 allowed)
+    keys: tuple[str, ...] = ()           # the algorithm-specific Config keys it reads (build_algorithm refuses others)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Algorithm":
@@ -85,11 +86,34 @@ def register(name: str) -> Callable[[A], A]:
 
 
 def build_algorithm(cfg: Config) -> Algorithm:
-    """The algorithm `cfg.algorithm`, its hyperparameters checked; one-line UserError for a bad name or batch."""
+    """The algorithm `cfg.algorithm`, its keys and hyperparameters checked; one-line UserError for a bad name,
+    batch or unread key."""
     if cfg.algorithm not in ALGORITHMS:
         raise UserError(f"algorithm={cfg.algorithm!r} is unknown; choose one of: {', '.join(sorted(ALGORITHMS))}")
     cls = ALGORITHMS[cfg.algorithm]
     if cls.mixup and cfg.unlabeled_batch_size not in (0, cfg.batch_size):     # 0: the same as batch_size
         raise UserError(f"algorithm={cfg.algorithm} mixes each labeled image with one unlabeled image, so "
                         f"unlabeled_batch_size={cfg.unlabeled_batch_size} must equal batch_size={cfg.batch_size} (or be 0)")
+    check_keys(cfg)
     return cls.from_config(cfg)
+
+
+def check_keys(cfg: Config) -> None:
+    """One-line UserError for an algorithm-specific key set where `cfg.algorithm` does not read it.
+
+    A key is algorithm-specific when a registered algorithm lists it in `keys`. It counts as set when its value
+    differs from Config's default and from every preset's value for it on the same data set: the authors'
+    presets carry the method's settings (e.g. meta_fused=false), and `--preset cifar10-4000 algorithm=fixmatch`
+    must run, on resume too, although a config does not record its preset. So such a value passes unchecked
+    beside that preset's data set, and is refused anywhere else.
+    """
+    read = ALGORITHMS[cfg.algorithm].keys
+    for key in FIELDS:
+        users = [name for name, cls in sorted(ALGORITHMS.items()) if key in cls.keys]
+        value = getattr(cfg, key)
+        if not users or key in read or value == FIELDS[key].default:
+            continue
+        if any(p.get(key) == value and p.get("dataset") == cfg.dataset for p in PRESETS.values()):
+            continue
+        raise UserError(f"{key}={value!r} is not read by algorithm={cfg.algorithm}, only by {', '.join(users)}; "
+                        f"drop it or choose one of those")

@@ -25,6 +25,7 @@ from .common import check, hard_pseudo_labels, joint_forward, masked_ce
 @register("fixmatch")
 class FixMatch(Algorithm):
     views = ("weak", "strong")
+    keys = ("fixmatch_threshold", "fixmatch_weight")
 
     def __init__(self, fixmatch_threshold: float = 0.95, fixmatch_weight: float = 1.0) -> None:
         self.fixmatch_threshold, self.fixmatch_weight = fixmatch_threshold, fixmatch_weight

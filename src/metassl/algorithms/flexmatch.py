@@ -32,6 +32,7 @@ from .common import check, joint_forward, masked_ce
 @register("flexmatch")
 class FlexMatch(Algorithm):
     views = ("weak", "strong")
+    keys = ("flexmatch_threshold", "flexmatch_weight", "flexmatch_warmup")
 
     def __init__(self, flexmatch_threshold: float = 0.95, flexmatch_weight: float = 1.0,
                  flexmatch_warmup: bool = True) -> None:

@@ -45,6 +45,7 @@ def fairness_loss(mask: Tensor, logits_x_ulb_s: Tensor, p_model: Tensor, label_h
 @register("freematch")
 class FreeMatch(Algorithm):
     views = ("weak", "strong")
+    keys = ("freematch_weight", "freematch_fairness_weight", "freematch_ema")
 
     def __init__(self, freematch_weight: float = 1.0, freematch_fairness_weight: float = 0.001,
                  freematch_ema: float = 0.999) -> None:

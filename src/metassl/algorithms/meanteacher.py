@@ -29,6 +29,8 @@ from .pimodel import PiModel
 
 @register("meanteacher")
 class MeanTeacher(PiModel):
+    keys = ("meanteacher_weight", "meanteacher_ema")
+
     def __init__(self, meanteacher_weight: float = 100.0, meanteacher_ema: float = 0.999,
                  rampup: int = 0) -> None:
         self.weight, self.meanteacher_ema, self.rampup = meanteacher_weight, meanteacher_ema, rampup

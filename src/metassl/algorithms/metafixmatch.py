@@ -36,7 +36,7 @@ from ..config import Config
 from .base import StepContext, StepOutput, register
 from .common import check, hard_pseudo_labels, joint_forward, masked_ce
 from .fixmatch import FixMatch, check_fixmatch
-from .meta_gradient import correct_pseudo_labels, meta_gradient, meta_labeled
+from .meta_gradient import CONFIG_KEYS, correct_pseudo_labels, meta_gradient, meta_labeled
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class MetaTarget:
 
 @register("metafixmatch")
 class MetaFixMatch(FixMatch):
-    meta_batch = True
+    keys = FixMatch.keys + CONFIG_KEYS + ("meta_target", "meta_threshold_on")
 
     def __init__(self, fixmatch_threshold: float = 0.95, fixmatch_weight: float = 1.0, *, eps_scale: float,
                  **meta: str) -> None:

@@ -22,12 +22,13 @@ from ..config import Config
 from .base import StepContext, StepOutput, register
 from .common import joint_forward
 from .flexmatch import FlexMatch, check_flexmatch
+from .meta_gradient import CONFIG_KEYS
 from .metafixmatch import MetaTarget
 
 
 @register("metaflexmatch")
 class MetaFlexMatch(FlexMatch):
-    meta_batch = True
+    keys = FlexMatch.keys + CONFIG_KEYS + ("meta_target", "meta_threshold_on")
 
     def __init__(self, flexmatch_threshold: float = 0.95, flexmatch_weight: float = 1.0,
                  flexmatch_warmup: bool = True, *, eps_scale: float, **meta: str) -> None:

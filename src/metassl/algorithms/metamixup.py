@@ -17,8 +17,10 @@ from ..config import Config
 from ..errors import UserError
 from ..torch_utils import eval_mode
 from .base import Algorithm, StepContext, StepOutput, register
-from .meta_gradient import (correct_pseudo_labels, fd_pseudo_labels, head_pseudo_labels, meta_gradient,
+from .meta_gradient import (CONFIG_KEYS, correct_pseudo_labels, fd_pseudo_labels, head_pseudo_labels, meta_gradient,
                             meta_labeled, resolve_method, unlabeled_loss)
+
+META_KEYS = CONFIG_KEYS + ("meta_fused", "meta_batched", "meta_params")   # the rows with the correction read these
 
 
 class MetaSSL(Algorithm):
@@ -26,7 +28,7 @@ class MetaSSL(Algorithm):
 
     meta: bool = True       # consistency (and mixup) targets are the meta-corrected y^, not y~
     mixup: bool = True      # cross-domain mixup of each labeled image with one unlabeled image
-    meta_batch: bool = True  # g_l from the held-out labeled batch when there is one (meta_holdout > 0)
+    keys = ("consistency", "mixup_gamma", *META_KEYS)
 
     def __init__(self, meta: bool, mixup: bool, *, eps_scale: float, meta_method: str = "fd", meta_phi: str = "mse",
                  projection: str = "relu", consistency: str = "mse",
@@ -89,19 +91,22 @@ class MetaSSL(Algorithm):
 @register("neither")
 class Neither(MetaSSL):
     """Ablation row 1: consistency to the plain predictions, labeled CE, no mixup."""
-    meta, mixup, meta_batch = False, False, False
+    meta, mixup = False, False
+    keys = ("consistency",)
 
 
 @register("meta")
 class Meta(MetaSSL):
     """Ablation row 2 / Alg. 1: consistency to the meta-corrected pseudo-labels, labeled CE."""
     meta, mixup = True, False
+    keys = ("consistency", *META_KEYS)
 
 
 @register("mixup")
 class Mixup(MetaSSL):
     """Ablation row 3: cross-domain mixup and consistency with the plain predictions."""
-    meta, mixup, meta_batch = False, True, False
+    meta, mixup = False, True
+    keys = ("consistency", "mixup_gamma")
 
 
 @register("metamixup")

@@ -30,6 +30,7 @@ def guess_labels(probs: list[Tensor], temperature: float) -> Tensor:
 @register("mixmatch")
 class MixMatch(Algorithm):
     views = ("weak", "weak")   # K = mixmatch_k weak views; the default K=2 here, an instance sets its own
+    keys = ("mixmatch_k", "mixmatch_t", "mixmatch_alpha", "mixmatch_weight")
 
     def __init__(self, mixmatch_k: int = 2, mixmatch_t: float = 0.5, mixmatch_alpha: float = 0.75,
                  mixmatch_weight: float = 75.0) -> None:

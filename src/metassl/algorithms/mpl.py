@@ -62,6 +62,7 @@ def labeled_loss_change(model: nn.Module, x_lb: Tensor, y_lb: Tensor, loss_s: Te
 @register("mpl")
 class MPL(Algorithm):
     views = ("weak", "strong")
+    keys = ("mpl_teacher_lr", "mpl_uda_weight", "mpl_uda_threshold", "mpl_uda_temperature")
 
     def __init__(self, *, teacher_lr: float = 1.0, uda_weight: float = 1.0, uda_threshold: float = 0.8,
                  uda_temperature: float = 0.4, momentum: float = 0.9, weight_decay: float = 1e-4,

@@ -25,6 +25,7 @@ from .common import check, softmax_mse
 @register("pimodel")
 class PiModel(Algorithm):
     views = ("weak", "weak")
+    keys = ("pimodel_weight",)
 
     def __init__(self, pimodel_weight: float = 100.0) -> None:
         self.weight = pimodel_weight          # the consistency weight's maximum, w_max

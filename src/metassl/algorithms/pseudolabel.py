@@ -20,6 +20,7 @@ from .common import check, hard_pseudo_labels, masked_ce
 @register("pseudolabel")
 class PseudoLabel(Algorithm):
     views = ("weak",)
+    keys = ("pseudolabel_threshold", "pseudolabel_weight")
 
     def __init__(self, pseudolabel_threshold: float = 0.95, pseudolabel_weight: float = 1.0) -> None:
         self.pseudolabel_threshold, self.pseudolabel_weight = pseudolabel_threshold, pseudolabel_weight

@@ -28,6 +28,7 @@ from .common import check, joint_forward, masked_ce
 @register("softmatch")
 class SoftMatch(Algorithm):
     views = ("weak", "strong")
+    keys = ("softmatch_weight", "softmatch_ema", "softmatch_n_sigma", "softmatch_align")
 
     def __init__(self, softmatch_weight: float = 1.0, softmatch_ema: float = 0.999, softmatch_n_sigma: float = 2.0,
                  softmatch_align: bool = True) -> None:

@@ -69,6 +69,7 @@ def replayed_rng(state: Tensor | None, device: torch.device) -> Iterator[None]:
 @register("vat")
 class VAT(Algorithm):
     views = ("weak",)
+    keys = ("vat_eps", "vat_weight", "vat_entmin")
 
     def __init__(self, vat_eps: float = 4.0, vat_weight: float = 1.0, vat_entmin: bool = False) -> None:
         self.vat_eps, self.vat_weight, self.vat_entmin = vat_eps, vat_weight, vat_entmin
