@@ -144,6 +144,25 @@ def sum_all(values: Tensor, d: Dist) -> Tensor:
     return values
 
 
+def gather_rows(rows: Tensor, d: Dist) -> Tensor:
+    """Every process's rows (B, ...) concatenated in rank order, (world B, ...): the global batch's rows, as one
+    process holding the whole batch has them (shards are contiguous and equal). No gradient."""
+    if d.world == 1:
+        return rows
+    parts = [torch.empty_like(rows) for _ in range(d.world)]
+    dist.all_gather(parts, rows.contiguous())
+    return torch.cat(parts)
+
+
+def total(values: Tensor, d: Dist) -> Tensor:
+    """Sum over processes, differentiable: backward sums the gradients over processes too, so after the
+    gradient average each process holds the gradient of the global-batch loss (as SyncBatchNorm below)."""
+    if d.world == 1:
+        return values
+    from torch.distributed.nn.functional import all_reduce
+    return all_reduce(values)
+
+
 def broadcast_object(obj: Any, d: Dist) -> Any:
     """Rank 0's `obj` on every process (other ranks pass anything): one decision, e.g. the checkpoint to resume."""
     if d.world == 1:

@@ -155,7 +155,7 @@ def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData |
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, d.local_rank)
-    algo = build_algorithm(cfg)
+    algo = build_algorithm(cfg, d.world)      # one-process algorithms refuse torchrun here
     if model is None:
         check_model_name(cfg.model)            # before the data set is loaded
     dd = build_data(cfg, algo, data, device)
@@ -348,6 +348,7 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     amp = cfg.amp and run.device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
     reduce = (lambda g: distributed.average_dict(g, d)) if d.world > 1 and cfg.meta_scope == "global" else None
+    gather, total = (lambda t: distributed.gather_rows(t, d)), (lambda t: distributed.total(t, d))   # global batch
     # labeled-only warm-up (labeled_warmup): the supervised step, no unlabeled batch, then the algorithm's own
     warm = min(cfg.labeled_warmup, cfg.iterations) if run.algo.uses_unlabeled else 0
     warm_algo = Supervised()
@@ -358,7 +359,7 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     for it in range(run.start, cfg.iterations):
         t_step = time.perf_counter()
         ctx = StepContext(it, lr_at(it, cfg), beta_at(it, cfg), consistency_weight_at(it, cfg), len(run.dd.classes),
-                          reduce, num_unlabeled=len(run.dd.unlabeled))
+                          reduce, num_unlabeled=len(run.dd.unlabeled), gather=gather, total=total)
         batch = next(batches)
         out = train_step(run.model, run.opt, warm_algo if it < warm else run.algo, batch, ctx, autocast=autocast,
                          d=d, sync_bn=cfg.sync_bn, ema=run.ema, ema_decay=cfg.ema)

@@ -7,8 +7,13 @@ logging. Metrics are 0-dim tensors (no host sync in the step).
 What the trainer needs to know before the first step is declared on the class, readable without
 building the algorithm: `views` (the unlabeled views a batch must carry), `uses_unlabeled`,
 `all_labels` (split with every training label), `mixup` (pairs each labeled image with one
-unlabeled image, so both batches must be the same size) and `keys` (the algorithm-specific Config keys it
-reads: meta_holdout among them, it takes a held-out labeled batch).
+unlabeled image, so both batches must be the same size), `keys` (the algorithm-specific Config keys it
+reads: meta_holdout among them, it takes a held-out labeled batch) and `distributed` (False: one process only).
+
+Under torchrun each process steps on its shard of the global batch. An algorithm that keeps state across
+steps (a threshold's EMA, a per-image status) updates it from `ctx.gather(rows)`, the global batch's rows
+in rank order, so every process holds the state one process with the whole batch would hold, and the
+checkpoint rank 0 writes is every rank's. A loss that is not a mean over rows sums over `ctx.total`.
 """
 from __future__ import annotations
 
@@ -22,6 +27,10 @@ from ..config import FIELDS, PRESETS, Config
 from ..errors import UserError
 
 
+def _same(t: Tensor) -> Tensor:
+    return t
+
+
 @dataclass
 class StepContext:
     """Schedule values at this iteration (computed by the trainer)."""
@@ -33,6 +42,8 @@ class StepContext:
     num_classes: int
     reduce_grad: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None  # local g_l -> global (torchrun)
     num_unlabeled: int = 0           # images in the unlabeled pool (Batch.idx_ulb < this); 0 = unknown
+    gather: Callable[[Tensor], Tensor] = _same   # this process's rows (B, ...) -> the global batch's (N B, ...), no grad
+    total: Callable[[Tensor], Tensor] = _same    # a sum over this process's rows -> over the global batch's, with grad
 
 
 @dataclass
@@ -52,6 +63,7 @@ class Algorithm:
     all_labels: bool = False             # True: the split keeps every training label (num_labels=-1)
     mixup: bool = False                  # True: unlabeled_batch_size must equal batch_size
     keys: tuple[str, ...] = ()           # the algorithm-specific Config keys it reads (build_algorithm refuses others)
+    distributed: bool = True             # False: one process only; build_algorithm refuses torchrun with more
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Algorithm":
@@ -85,15 +97,18 @@ def register(name: str) -> Callable[[A], A]:
     return wrap
 
 
-def build_algorithm(cfg: Config) -> Algorithm:
-    """The algorithm `cfg.algorithm`, its keys and hyperparameters checked; one-line UserError for a bad name,
-    batch or unread key."""
+def build_algorithm(cfg: Config, processes: int = 1) -> Algorithm:
+    """The algorithm `cfg.algorithm` for `processes` torchrun processes, its keys and hyperparameters checked;
+    one-line UserError for a bad name, batch, unread key or process count."""
     if cfg.algorithm not in ALGORITHMS:
         raise UserError(f"algorithm={cfg.algorithm!r} is unknown; choose one of: {', '.join(sorted(ALGORITHMS))}")
     cls = ALGORITHMS[cfg.algorithm]
     if cls.mixup and cfg.unlabeled_batch_size not in (0, cfg.batch_size):     # 0: the same as batch_size
         raise UserError(f"algorithm={cfg.algorithm} mixes each labeled image with one unlabeled image, so "
                         f"unlabeled_batch_size={cfg.unlabeled_batch_size} must equal batch_size={cfg.batch_size} (or be 0)")
+    if processes > 1 and not cls.distributed:
+        raise UserError(f"algorithm={cfg.algorithm} runs in one process only and this run has {processes}; "
+                        f"launch it without torchrun (or with --nproc-per-node 1)")
     check_keys(cfg)
     return cls.from_config(cfg)
 

@@ -13,7 +13,8 @@ until most images have been predicted confidently, so the thresholds rise slowly
 one entry per unlabeled image (`selected`, -1 = never confident): the step writes this batch's
 confident predictions into it after its mask is taken (the authors' order, USB `FlexMatchThresholdingHook`),
 and it travels through checkpoints. It needs the images' positions in the pool (`Batch.idx_ulb`), which
-the resident data source gives; under torchrun each process keeps the status of the images it sees.
+the resident data source gives; under torchrun every process writes the whole global batch's confident
+predictions (`ctx.gather`), so each holds the status one process would.
 Defaults tau = 0.95, lambda_u = 1, warm-up on (the paper and USB's configs).
 """
 from __future__ import annotations
@@ -70,8 +71,8 @@ class FlexMatch(Algorithm):
         self.selected = self.selected.to(probs.device)
         thresholds = self.class_thresholds(ctx.num_classes)              # (C,)
         mask = (conf >= thresholds[y_pseudo]).float()                    # (B_u,)
+        conf, y_pseudo, idx = (ctx.gather(t) for t in (conf, y_pseudo, batch.idx_ulb.to(probs.device)))  # global batch
         confident = conf >= self.flexmatch_threshold                     # the status counts fixed-tau predictions
-        idx = batch.idx_ulb.to(probs.device)
         self.selected[idx[confident]] = y_pseudo[confident]
         return mask, thresholds
 

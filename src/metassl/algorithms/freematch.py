@@ -12,10 +12,14 @@ class, from EMAs of the model's confidence, plus a self-adaptive fairness term.
 
 The EMAs are updated with this batch before its mask is taken (the authors' order, USB
 `FreeMatchThresholingHook`), with m = freematch_ema, start at 1/C and travel through checkpoints;
-loss_f is 0 when no row passes. The target side of loss_f is detached. Defaults m = 0.999, w_u = 1,
+loss_f is 0 when no row passes. The target side of loss_f is detached. Under torchrun the EMAs step with
+the global batch (`ctx.gather`) and loss_f's sums run over it (`ctx.total`), so N processes compute what
+one process with the whole batch does. Defaults m = 0.999, w_u = 1,
 w_f = 0.001 (USB's configs for every CIFAR-10/100, SVHN and STL-10 setting; its code default is 0.01).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,19 +31,23 @@ from .base import Algorithm, StepContext, StepOutput, register
 from .common import check, joint_forward, masked_ce
 
 
-def fairness_loss(mask: Tensor, logits_x_ulb_s: Tensor, p_model: Tensor, label_hist: Tensor) -> Tensor:
-    """-H(SumNorm(p~ / h), SumNorm(p-_s / h-_s)) over the rows with mask 1 (Eq. 12), (); 0 if none."""
+def fairness_loss(mask: Tensor, logits_x_ulb_s: Tensor, p_model: Tensor, label_hist: Tensor,
+                  total: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
+    """-H(SumNorm(p~ / h), SumNorm(p-_s / h-_s)) over the rows with mask 1 (Eq. 12), (); 0 if none. `total`
+    turns this batch's sums into the global batch's (torchrun)."""
     probs_s = F.softmax(logits_x_ulb_s, dim=1)                                       # (B_u, C)
     c = probs_s.shape[1]
     hist_s = torch.bincount(probs_s.argmax(1), weights=mask, minlength=c).float()
+    sums = total(torch.cat([hist_s, (probs_s * mask[:, None]).sum(0), mask.sum()[None]]))   # (2C + 1,)
+    hist_s, probs_sum, kept = sums[:c], sums[c:2 * c], sums[2 * c]
     hist_s = hist_s / hist_s.sum().clamp_min(1)                                      # (C,) over the kept rows
     target = p_model / label_hist
     target = target / target.sum()                                                   # (C,), no gradient
     scale = torch.where(hist_s > 0, 1 / hist_s.clamp_min(1e-12), torch.zeros_like(hist_s))
-    mean_s = (probs_s * mask[:, None]).sum(0) / mask.sum().clamp_min(1) * scale
+    mean_s = probs_sum / kept.clamp_min(1) * scale
     mean_s = mean_s / mean_s.sum().clamp_min(1e-12)                                  # (C,)
     loss = (target * torch.log(mean_s + 1e-12)).sum()
-    return torch.where(mask.sum() > 0, loss, torch.zeros_like(loss))
+    return torch.where(kept > 0, loss, torch.zeros_like(loss))
 
 
 @register("freematch")
@@ -65,7 +73,7 @@ class FreeMatch(Algorithm):
 
     @torch.no_grad()
     def update(self, q: Tensor) -> None:
-        """One EMA step of tau_t, p~_t and h_t with this batch's weak-view softmax q (B_u, C) (Eq. 5, 6, 11)."""
+        """One EMA step of tau_t, p~_t and h_t with the global batch's weak-view softmax q (B_u, C) (Eq. 5, 6, 11)."""
         c, m = q.shape[1], self.freematch_ema
         if self.p_model is None:
             self.p_model = torch.full((c,), 1 / c, device=q.device)
@@ -84,13 +92,13 @@ class FreeMatch(Algorithm):
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         q = F.softmax(logits_x_ulb_w.detach(), dim=1)                    # (B_u, C), no gradient
-        self.update(q)
+        self.update(ctx.gather(q))                                       # the global batch's q
         thresholds = self.class_thresholds()                             # (C,)
         conf, y_pseudo = q.max(dim=1)
         mask = (conf >= thresholds[y_pseudo]).float()                    # (B_u,)
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
         loss_fm = masked_ce(logits_x_ulb_s, y_pseudo, mask)
-        loss_fair = fairness_loss(mask, logits_x_ulb_s, self.p_model, self.label_hist)
+        loss_fair = fairness_loss(mask, logits_x_ulb_s, self.p_model, self.label_hist, ctx.total)
         loss = loss_cls + ctx.consistency_weight * (self.freematch_weight * loss_fm
                                                     + self.freematch_fairness_weight * loss_fair)
         return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_fm": loss_fm.detach(),

@@ -20,7 +20,7 @@ strong view, the student never fitting the labels during the meta phase, the tea
 MPL loss. Left out: the final fine-tune of the student on the labeled set (the trainer has one phase;
 a second `metassl train` from the checkpoint is the fine-tune), label smoothing, the teacher's own EMA,
 the UDA ramp's separate length (w(t) serves), and several processes (the teacher's gradient is not
-all-reduced: one process only).
+all-reduced: one process only, and build_algorithm refuses torchrun with more).
 
 Why the virtual step inside `step` rather than the teacher update in `after_update` (after the trainer's
 real student step): the math stays in the step (no graph held across hooks, a checkpoint never falls
@@ -63,6 +63,7 @@ def labeled_loss_change(model: nn.Module, x_lb: Tensor, y_lb: Tensor, loss_s: Te
 class MPL(Algorithm):
     views = ("weak", "strong")
     keys = ("mpl_teacher_lr", "mpl_uda_weight", "mpl_uda_threshold", "mpl_uda_temperature")
+    distributed = False          # the teacher's gradient and h are this process's own
 
     def __init__(self, *, teacher_lr: float = 1.0, uda_weight: float = 1.0, uda_threshold: float = 0.8,
                  uda_temperature: float = 0.4, momentum: float = 0.9, weight_decay: float = 1e-4,

@@ -9,7 +9,8 @@ hard threshold, a truncated Gaussian in the confidence, on uniformly aligned pro
 
 The EMAs are updated with this batch before its weights are taken (the authors' order, USB
 `SoftMatchWeightingHook`, `DistAlignEMAHook` with a uniform target; p~ starts at the first batch's mean)
-and travel through checkpoints. The weights use the aligned q', the hard labels the raw q (as USB does).
+and travel through checkpoints; under torchrun they step with the global batch (`ctx.gather`). The weights
+use the aligned q', the hard labels the raw q (as USB does).
 n scales the Gaussian's width to sigma_t / n (USB's n_sigma = 2; the paper's lambda_max = 1 is the
 weight above the mean). Defaults m = 0.999, n = 2, lambda_u = 1, alignment on.
 """
@@ -46,27 +47,32 @@ class SoftMatch(Algorithm):
         return cls(cfg.softmatch_weight, cfg.softmatch_ema, cfg.softmatch_n_sigma, cfg.softmatch_align)
 
     @torch.no_grad()
-    def align(self, q: Tensor) -> Tensor:
-        """Uniform distribution alignment q / p~_t, renormalised (B_u, C), after one EMA step of p~_t (Eq. 10)."""
+    def align(self, q: Tensor, q_all: Tensor) -> tuple[Tensor, Tensor]:
+        """Uniform distribution alignment q / p~_t, renormalised, of this batch's q (B_u, C) and the global
+        batch's q_all, after one EMA step of p~_t with q_all (Eq. 10)."""
         m = self.softmatch_ema
-        self.p_model = q.mean(0) if self.p_model is None else m * self.p_model.to(q.device) + (1 - m) * q.mean(0)
-        aligned = q * (1 / q.shape[1] + 1e-6) / (self.p_model + 1e-6)
-        return aligned / aligned.sum(dim=1, keepdim=True)
+        mean = q_all.mean(0)                                             # (C,) over the global batch
+        self.p_model = mean if self.p_model is None else m * self.p_model.to(q.device) + (1 - m) * mean
+        aligned = [p * (1 / p.shape[1] + 1e-6) / (self.p_model + 1e-6) for p in (q, q_all)]
+        return tuple(p / p.sum(dim=1, keepdim=True) for p in aligned)
 
     @torch.no_grad()
-    def weights(self, q: Tensor) -> Tensor:
-        """lambda(q) (B_u,): one EMA step of mu_t and s2_t with this batch, then the truncated Gaussian (Eq. 6-7)."""
-        m, conf = self.softmatch_ema, q.max(dim=1).values
+    def weights(self, q: Tensor, q_all: Tensor) -> Tensor:
+        """lambda(q) (B_u,): one EMA step of mu_t and s2_t with the global batch's q_all, then the truncated
+        Gaussian of this batch's confidences (Eq. 6-7)."""
+        m, conf, conf_all = self.softmatch_ema, q.max(dim=1).values, q_all.max(dim=1).values
         if self.mu is None:
             self.mu, self.var = torch.tensor(1 / q.shape[1], device=q.device), torch.tensor(1.0, device=q.device)
-        self.mu = m * self.mu.to(q.device) + (1 - m) * conf.mean()
-        self.var = m * self.var.to(q.device) + (1 - m) * conf.var(unbiased=True)
+        self.mu = m * self.mu.to(q.device) + (1 - m) * conf_all.mean()
+        self.var = m * self.var.to(q.device) + (1 - m) * conf_all.var(unbiased=True)
         return torch.exp(-(conf - self.mu).clamp(max=0) ** 2 / (2 * self.var / self.softmatch_n_sigma ** 2))
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         q = F.softmax(logits_x_ulb_w.detach(), dim=1)                    # (B_u, C), no gradient
-        weight = self.weights(self.align(q) if self.softmatch_align else q)   # (B_u,) in (0, 1]
+        q_all = ctx.gather(q)                                            # the global batch's, for the EMAs
+        p, p_all = self.align(q, q_all) if self.softmatch_align else (q, q_all)     # q' (Eq. 10), or q
+        weight = self.weights(p, p_all)                                  # (B_u,) in (0, 1]
         y_pseudo = q.argmax(dim=1)
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
         loss_sm = masked_ce(logits_x_ulb_s, y_pseudo, weight)          # mean_b l_b CE_b
