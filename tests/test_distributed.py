@@ -75,8 +75,8 @@ def test_two_process_run_resumes_from_its_checkpoint(runs):
 
 
 def kill_test():
-    """scripts/kill_test.py as a module (its torchrun command, worker lookup, kill and comparison)."""
-    spec = importlib.util.spec_from_file_location("kill_test", Path(__file__).resolve().parents[1] / "scripts" / "kill_test.py")
+    """tests/kill_test.py as a module (its torchrun command, worker lookup, kill and comparison)."""
+    spec = importlib.util.spec_from_file_location("kill_test", Path(__file__).resolve().parent / "kill_test.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

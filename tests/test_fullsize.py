@@ -1,4 +1,4 @@
-"""The presets' loaders on full-size CIFAR-10 and SVHN files (scripts/fullsize_files.py: Fashion-MNIST re-encoded).
+"""The presets' loaders on full-size CIFAR-10 and SVHN files (tests/fullsize_files.py: Fashion-MNIST re-encoded).
 
 No training here: the runs themselves are recorded in docs/FULLSIZE.md.
 """
@@ -14,7 +14,7 @@ import pytest
 from metassl.data import load_dataset
 from metassl.data.sources import FASHION_CLASSES
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fullsize_files.py"
+SCRIPT = Path(__file__).resolve().parent / "fullsize_files.py"
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("isolated"),

@@ -75,10 +75,10 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_kill_test_survives_ten_sigkills_bit_identically(tmp_path):
-    """scripts/kill_test.py: 10 SIGKILLs (some while a checkpoint is being written), resumed each time
+    """tests/kill_test.py: 10 SIGKILLs (some while a checkpoint is being written), resumed each time
     (40 iterations instead of 60 to stay well under 2 minutes on 2 shared cores)."""
     report = tmp_path / "kill.json"
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "kill_test.py"), "--trials", "10", "--iterations", "40",
+    p = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_test.py"), "--trials", "10", "--iterations", "40",
                         "--json", str(report)], capture_output=True, text=True, env=env(), timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     counts = json.loads(report.read_text())

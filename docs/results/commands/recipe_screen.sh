@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The time-to-accuracy recipe screen of docs/PERFORMANCE.md (issue #12): paired runs on seed 0's split,
+# The time-to-accuracy recipe screen of docs/PERFORMANCE.md: paired runs on seed 0's split,
 # every choice read off the validation split (num_val=5000 held out of the training set), never the test set.
 #
-#   scripts/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | s3 | s4 | all (default) | pairs; NPAR runs at once (default 2)
+#   docs/results/commands/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | s3 | s4 | all (default) | pairs; NPAR runs at once (default 2)
 #
 # s1: the shared recipe at 1200 metamixup iterations: the preset as it was (c0) vs EMA evaluation (c1).
 # s2: a 10-minute budget on this 2-core CPU (iteration counts from the measured step costs, see the doc):
@@ -14,7 +14,7 @@
 # s4: the FixMatch family with the same recipe and length (FixMatch's and MetaFixMatch's paper defaults,
 #     meta_threshold_on=plain, the variant that beat FixMatch on both suites): the entries of the 2.5-hour CPU
 #     suite docs/PERFORMANCE.md defines, screened on one split before that suite is run.
-# pairs: issue #12's target "make run below supervised for the same minutes, paired, 3 seeds": the preset as it
+# pairs: is `make run` below supervised for the same minutes (paired, 3 seeds)? the preset as it
 #     is (no validation split) and supervised for 4660 iterations (the make run's 508 training seconds at the
 #     idle step costs, docs/PERFORMANCE.md), on each of SEEDS (seed and split seed alike; default "1 2", seed 0
 #     being docs/results/make-run{,-supervised}). Not part of `all`.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run one `metassl bench` suite as several processes sharing one GPU, then write the combined tables.
 #
-#   scripts/bench_parallel.sh SUITE "GROUP GROUP ..." [key=value ...]
-#   scripts/bench_parallel.sh fmnist-1000 "metamixup,supervised,pimodel meta,fully-supervised,pseudolabel \
+#   docs/results/commands/bench_parallel.sh SUITE "GROUP GROUP ..." [key=value ...]
+#   docs/results/commands/bench_parallel.sh fmnist-1000 "metamixup,supervised,pimodel meta,fully-supervised,pseudolabel \
 #       fixmatch,meanteacher,vat-ent mixup,neither,vat metafixmatch,mixmatch" iterations=3000 eval_every=300 \
 #       checkpoint_every=300 warmup=300 consistency_rampup=300
 #

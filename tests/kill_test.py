@@ -2,8 +2,8 @@
 """Kill test: SIGKILL `metassl train` at random moments, resume it each time, and check that the end
 result is bit-identical to an uninterrupted run.
 
-    python scripts/kill_test.py --trials 12            # ~1-2 minutes on 2 CPU cores
-    python scripts/kill_test.py --trials 30 --seed 3 --json kill.json
+    python tests/kill_test.py --trials 12            # ~1-2 minutes on 2 CPU cores
+    python tests/kill_test.py --trials 30 --seed 3 --json kill.json
 
 One trial = one SIGKILL followed by a restart. Each process is first let run k more iterations (k
 random, up to a third of what is left, so kills spread over the run), then killed one of these ways:
@@ -28,7 +28,7 @@ and the restarted group continues the run by itself (no `--resume` typed): up to
 command, one per attempt, and its last attempt runs to the end. The reference is an uninterrupted
 N-process run; the comparison is the same.
 
-    python scripts/kill_test.py --procs 2 --trials 10 --seed 1     # ~5-10 minutes on 2 CPU cores
+    python tests/kill_test.py --procs 2 --trials 10 --seed 1     # ~5-10 minutes on 2 CPU cores
 
 Data: a synthetic .npz (200 16x16 grey images + 50 test, 4 classes), model=cnn, metamixup, 60
 iterations, checkpoint_every=1, device=cpu, threads=1 (deterministic on CPU).
