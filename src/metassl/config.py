@@ -282,7 +282,7 @@ def load_file(path: str) -> dict[str, Any]:
 
 
 # --- presets ---------------------------------------------------------------------------------------------
-# fmnist-1000 is the offline default, sized to finish within 10 minutes on 2 CPU cores (docs/PERFORMANCE.md, "Time to accuracy").
+# fmnist-1000 is the offline default, sized to finish within 10 minutes on 2 CPU cores (docs/PERFORMANCE.md).
 # The others carry the authors' released hyperparameters (see docs and the official implementation) and
 # take their step exactly: a separate plain pseudo-label forward (meta_fused=false) and their schedule's
 # step count (lr_origin=zero); our fast defaults (fused pass, lr_origin=one) stay for our own presets.
