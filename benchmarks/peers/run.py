@@ -1,0 +1,180 @@
+"""metassl beside ModSSC, USB and LAMDA-SSL on one CPU: each toolkit's own FixMatch / FlexMatch / supervised,
+run interleaved (so the machine's speed drift hits all alike), tabulated.
+
+    make peers      # the three toolkits' virtual environments, once
+    python3 benchmarks/peers/run.py --algorithms fixmatch,flexmatch,supervised --iterations 200 \
+        --seeds 0 --settings matched --out docs/results/peers/matched-200it
+
+Order: for each seed, algorithm and setting, one round runs every toolkit back to back, the toolkit order
+rotating from round to round. Each run is a subprocess in its toolkit's venv writing
+OUT/raw/<setting>/<algorithm>/<toolkit>-s<seed>.json; a re-run skips runs whose JSON exists, so an
+interrupted benchmark resumes. The labeled split is metassl's (fmnist-1000, split_seed 0), written once
+to OUT/split.json by a one-iteration metassl run; every run records the digest of the labeled indices it
+used and the table refuses a mismatch. metassl runs from a snapshot of HEAD's sources (OUT/metassl-src,
+`git archive`), so concurrent edits to src/ do not leak into a long benchmark; its commit is recorded.
+Tables: OUT/table.md (markdown), OUT/results.csv and OUT/results.json (every field of every run).
+`--table-only` rebuilds the tables from the raw files.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from common import split_digest  # noqa: E402  (stdlib + numpy + torch: the project venv has them)
+
+PY = {"metassl": ROOT / ".venv/bin/python", "modssc": HERE / ".venv-modssc/bin/python",
+      "usb": HERE / ".venv-usb/bin/python", "lamda": HERE / ".venv-lamda/bin/python"}
+SCRIPT = {"metassl": "metassl_run.py", "modssc": "modssc_run.py", "usb": "usb_run.py", "lamda": "lamda_run.py"}
+SUPPORTS = {"metassl": {"fixmatch", "flexmatch", "supervised"}, "usb": {"fixmatch", "flexmatch", "supervised"},
+            "modssc": {"fixmatch", "flexmatch"},   # its supervised method cannot take a user network
+            "lamda": {"fixmatch", "flexmatch"}}    # it has no supervised-only deep estimator
+
+
+def snapshot_metassl(out: Path) -> tuple[Path, str]:
+    """HEAD's src/ exported to OUT/metassl-src/<commit>/ (once); returns (path to import from, commit)."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    dest = out / "metassl-src" / commit[:12]
+    if not (dest / "metassl").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", "HEAD", "src/metassl"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "--strip-components=1", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest, commit
+
+
+def make_split(out: Path, src: Path) -> Path:
+    """metassl's fmnist-1000 split (split_seed 0), from a one-iteration run of its own trainer."""
+    path = out / "split.json"
+    if not path.exists():
+        tmp = out / "split-run"
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        subprocess.run([str(PY["metassl"]), "-m", "metassl", "train", "--preset", "fmnist-1000", "iterations=1",
+                        "threads=2", "device=cpu", "--out", str(tmp), "--force", "--quiet"], env=env, check=True)
+        path.write_text((tmp / "split.json").read_text())
+        for f in tmp.glob("*.pt"):
+            f.unlink()
+    return path
+
+
+def run_one(tk: str, alg: str, setting: str, seed: int, n: int, threads: int, out: Path, split: Path,
+            src: Path) -> Path | None:
+    dest = out / "raw" / setting / alg / f"{tk}-s{seed}.json"
+    if dest.exists():
+        print(f"skip {dest} (done)", flush=True)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    log = out / "logs" / f"{setting}-{alg}-{tk}-s{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(PY[tk]), str(HERE / SCRIPT[tk]), "--algorithm", alg, "--iterations", str(n), "--seed", str(seed),
+           "--split", str(split), "--setting", setting, "--threads", str(threads), "--out", str(dest)]
+    if tk == "metassl":
+        cmd += ["--src", str(src)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    t0 = time.time()
+    print(time.strftime("%H:%M:%S"), "run", " ".join(cmd[1:]), flush=True)
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    print(f"  rc={rc} in {time.time() - t0:.0f} s", flush=True)
+    return dest if rc == 0 and dest.exists() else None
+
+
+COLUMNS = [("toolkit", "toolkit"), ("s/it wall", "s_per_it_wall"), ("s/it CPU", "s_per_it_cpu"),
+           ("images/s", "images_per_s"), ("test error %", "test_error"), ("peak RSS MiB", "peak_rss_mib"),
+           ("extra", "extra")]
+
+
+def table(out: Path) -> str:
+    """Markdown tables (one per setting and algorithm; mean over seeds, n shown) from OUT/raw/**, plus csv/json."""
+    recs = [json.loads(p.read_text()) for p in sorted((out / "raw").glob("*/*/*.json"))]
+    for r in recs:
+        r.pop("config", None)
+    digests = {r["split_digest"] for r in recs}
+    if len(digests) > 1:
+        raise SystemExit(f"runs used different labeled splits: {sorted(digests)}")
+    (out / "results.json").write_text(json.dumps(recs, indent=1))
+    keys = sorted({k for r in recs for k in r})
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(recs)
+    lines = []
+    for setting in sorted({r["setting"] for r in recs}):
+        for alg in ("fixmatch", "flexmatch", "supervised"):
+            rows = [r for r in recs if r["setting"] == setting and r["algorithm"] == alg]
+            if not rows:
+                continue
+            its = sorted({r["iterations"] for r in rows})
+            lines += [f"**{setting}, {alg}** ({'/'.join(map(str, its))} iterations, seeds "
+                      f"{sorted({r['seed'] for r in rows})})", "",
+                      "| " + " | ".join(c for c, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+            by_tk: dict[str, list[dict]] = {}
+            for r in rows:
+                by_tk.setdefault(r["toolkit"], []).append(r)
+            fastest = min(statistics.mean(r["s_per_it_wall"] for r in v) for v in by_tk.values())
+            for tk, v in sorted(by_tk.items(), key=lambda kv: statistics.mean(r["s_per_it_wall"] for r in kv[1])):
+                mean = lambda k: statistics.mean(r[k] for r in v)  # noqa: E731
+                extra = []
+                if "views_wall_s" in v[0]:
+                    per = mean("views_wall_s") / mean("iterations")
+                    extra.append(f"+{per:.3f} s/it fixed views (wall, {mean('views_wall_s'):.0f} s)")
+                if v[0].get("evaluated") == "ema":
+                    extra.append("EMA weights")
+                if v[0].get("num_workers"):
+                    extra.append(f"{v[0]['num_workers']} loader worker(s), CPU not counted")
+                if mean("iterations") != its[0]:
+                    extra.append(f"{mean('iterations'):.0f} its")
+                ratio = mean("s_per_it_wall") / fastest
+                cells = [tk, f"{mean('s_per_it_wall'):.3f} ({ratio:.2f}x)", f"{mean('s_per_it_cpu'):.3f}",
+                         f"{mean('images_per_s'):.0f}", f"{mean('test_error'):.2f}" + (f" (n={len(v)})" if len(v) > 1 else ""),
+                         f"{max(r['peak_rss_mib'] for r in v):.0f}", "; ".join(extra)]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    lines.append(f"Labeled split digest (sha256 of the sorted labeled indices): `{digests.pop() if digests else '-'}`")
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--algorithms", default="fixmatch,flexmatch,supervised")
+    ap.add_argument("--toolkits", default="metassl,modssc,usb,lamda")
+    ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--settings", default="matched", help="matched, defaults, or both comma-separated")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--table-only", action="store_true")
+    a = ap.parse_args()
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not a.table_only:
+        src, commit = snapshot_metassl(out)
+        split = make_split(out, src)
+        meta = {"metassl_commit": commit, "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "labeled_digest": split_digest(json.loads(split.read_text())["labeled"])}
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+        toolkits = a.toolkits.split(",")
+        rounds = [(seed, alg, setting) for seed in map(int, a.seeds.split(",")) for alg in a.algorithms.split(",")
+                  for setting in a.settings.split(",")]
+        for k, (seed, alg, setting) in enumerate(rounds):
+            order = toolkits[k % len(toolkits):] + toolkits[:k % len(toolkits)]   # rotate who goes first
+            for tk in order:
+                if alg in SUPPORTS[tk]:
+                    run_one(tk, alg, setting, seed, a.iterations, a.threads, out, split, src)
+            print(table(out), flush=True)
+    print(table(out))
+
+
+if __name__ == "__main__":
+    main()
