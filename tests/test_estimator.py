@@ -119,7 +119,8 @@ def test_validation_rows_come_from_the_labeled_rows_only_and_their_labels_stay_h
         return real(X, y, **kw)
 
     monkeypatch.setattr(est_mod, "label_spreading_init", spy)
-    clf = MetaSSLClassifier(iterations=3, validation_fraction=0.2, random_state=0).fit(X_tr, y_semi)
+    clf = MetaSSLClassifier(iterations=3, validation_fraction=0.2, init="label_spreading",
+                            random_state=0).fit(X_tr, y_semi)
     val = clf.validation_rows_
     assert len(val) >= 10 and (y_semi[val] >= 0).all()                  # one or more per class, labeled rows only
     assert (seen["y"][val] == -1).all()                                   # the init never sees their labels
@@ -135,8 +136,8 @@ def test_label_spreading_init_labels_confident_unlabeled_rows(digits, monkeypatc
     _, _, y_tr, _ = train_test_split(*load_digits(return_X_y=True), test_size=0.25, stratify=load_digits().target,
                                      random_state=0)
     assert (labels == y_tr[rows]).mean() > 0.95                         # y_semi's classes are 0..9: encoding = label
-    on = MetaSSLClassifier(iterations=2, random_state=0).fit(X_tr, y_semi)
-    off = MetaSSLClassifier(iterations=2, init="none", random_state=0).fit(X_tr, y_semi)
+    on = MetaSSLClassifier(iterations=2, init="label_spreading", random_state=0).fit(X_tr, y_semi)
+    off = MetaSSLClassifier(iterations=2, random_state=0).fit(X_tr, y_semi)             # the default: no init
     assert on.n_pseudo_labels_ == len(rows) and off.n_pseudo_labels_ == 0
     assert est_mod.shared_scale(X_tr) and not est_mod.shared_scale(X_tr * np.r_[np.ones(63), 1000.0])
 

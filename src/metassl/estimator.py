@@ -23,10 +23,11 @@ standardised. Features constant over the training rows are dropped (`keep_`). Ro
 Images (N, H, W) or (N, H, W, C) become float32, integer dtypes divided by 255; weak augmentation is a
 random translation by up to 2 pixels (none below 8x8), no flips.
 
-Small-data defaults (docs/SKLEARN.md; chosen on digits split seeds 100-102, re-draws of the same images):
-`init='label_spreading'` labels the most confident 75% of the unlabeled rows with scikit-learn's
-LabelSpreading (knn graph, 7 neighbours) and adds them to the labeled rows; all unlabeled rows stay in
-the unlabeled pool, where metamixup's meta-gradient corrects the network's own pseudo-labels.
+Small-data defaults (docs/SKLEARN.md): the budget below was set on digits split seeds 100-102 (re-draws of the
+reported data); `init` was then re-chosen on development data disjoint from every reported table (8x8
+Fashion-MNIST and wine, scored on validation rows): `init='none'` beat `init='label_spreading'` (the most
+confident 75% of the unlabeled rows labeled by scikit-learn's LabelSpreading, knn graph, 7 neighbours, added
+to the labeled rows) by 3.5 and 2.2 points there, so the labeled rows alone seed training by default.
 `iterations='auto'` is 25 passes over the N training rows at `batch_size='auto'` (~N/16, 32..128),
 200..2000 iterations; warm-up 10% and consistency ramp-up 20% of the budget; EMA 0.99 (capped at a fifth
 of the run). `validation_fraction` > 0 holds out a class-balanced share of the LABELED rows (hidden from
@@ -83,9 +84,10 @@ except ImportError:                                                    # scikit-
     _BASES = (_Params,)
 
 
-# Defaults for small data, measured on digits (100 labels) with split seeds 100-102, never the reported 0-2
-# (docs/SKLEARN.md). The iteration budget is EPOCHS passes over the training rows (labeled + unlabeled) at
-# the derived batch size, within [MIN_ITERATIONS, MAX_ITERATIONS]; the batch is about N/16 rows, 32..128.
+# Defaults for small data: the budget measured on digits (100 labels) with split seeds 100-102, re-draws of the
+# images of the reported splits 0-2; `init` re-chosen on disjoint development data (docs/SKLEARN.md). The
+# iteration budget is EPOCHS passes over the training rows (labeled + unlabeled) at the derived batch size,
+# within [MIN_ITERATIONS, MAX_ITERATIONS]; the batch is about N/16 rows, 32..128.
 EPOCHS = 25
 MIN_ITERATIONS, MAX_ITERATIONS = 200, 2000
 INIT_SHARE = 0.75        # label_spreading init: this share of the unlabeled rows, most confident first
@@ -167,9 +169,9 @@ class MetaSSLClassifier(*_BASES):
         weight_decay  L2 weight decay of SGD
         ema           EMA decay of the weights that predict (0 = the raw weights), at most 1 - 5/iterations
         hidden_layer_sizes, dropout   the mlp backbone's hidden widths and dropout (model='mlp' or tabular 'auto')
-        init          'label_spreading': the most confident INIT_SHARE of the unlabeled rows, labeled by
-                      scikit-learn's LabelSpreading (knn, 7), join the labeled rows (they stay unlabeled rows
-                      too, whose pseudo-labels the meta-gradient corrects); 'none': the labeled rows alone
+        init          'none' (default): the labeled rows alone; 'label_spreading': the most confident INIT_SHARE
+                      of the unlabeled rows, labeled by scikit-learn's LabelSpreading (knn, 7), join the labeled
+                      rows (they stay unlabeled rows too, whose pseudo-labels the meta-gradient corrects)
         validation_fraction  share of each class's labeled rows held out (their labels hidden from training and
                       from the init); validation_score_ is the fitted model's accuracy on them (0 = none)
         random_state  int for reproducible fits; None draws a seed
@@ -187,7 +189,7 @@ class MetaSSLClassifier(*_BASES):
     def __init__(self, algorithm: str = "metamixup", model: str = "auto", iterations: int | str = "auto",
                  batch_size: int | str = "auto", lr: float = 0.05, weight_decay: float = 5e-4, ema: float = 0.99,
                  hidden_layer_sizes: tuple[int, ...] = (256, 256), dropout: float = 0.0,
-                 init: str = "label_spreading", validation_fraction: float = 0.0, random_state: int | None = None,
+                 init: str = "none", validation_fraction: float = 0.0, random_state: int | None = None,
                  n_jobs: int | None = None, verbose: int = 0, device: str = "cpu"):
         self.algorithm = algorithm
         self.model = model
