@@ -6,6 +6,7 @@ side imports the other: both import this module.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from torch import Tensor
 
@@ -21,3 +22,15 @@ class Batch:
     idx_ulb: Tensor | None = None    # (B_u,) int64 positions of the unlabeled images in the unlabeled pool (per-image state: FlexMatch)
     x_meta: Tensor | None = None     # (B_l, C, H, W) held-out labeled images (meta_holdout > 0): only the meta-gradient's g_l
     y_meta: Tensor | None = None     # (B_l,) their labels; no classification loss ever sees them
+
+
+@dataclass
+class Passes:
+    """Whole-data passes for an algorithm that labels the entire unlabeled pool at once (a label bank): this
+    rank's shard of each pass, and a sum over processes that assembles the shards on every rank."""
+
+    pool: Callable[[int], Iterator[tuple[Tensor, Tensor, Tensor]]]   # batch size -> (positions, images, labels or -1)
+    labeled: Callable[[int, bool], Iterator[tuple[Tensor, Tensor]]]  # (batch size, held-out part) -> (images, labels)
+    size: int                        # images in the unlabeled pool
+    flip: bool                       # a horizontal flip keeps the label (test-time augmentation allowed)
+    sum_all: Callable[[Tensor], Tensor]   # in-place sum over processes (identity on one process)

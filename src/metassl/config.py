@@ -92,6 +92,14 @@ class Config:
     mpl_uda_weight: float = 1.0      # mpl: weight of the teacher's UDA consistency term, times w(t) (0 = off; Pham et al.: 8)
     mpl_uda_threshold: float = 0.8   # mpl: UDA confidence mask on the teacher's weak view (Xie et al. 2020: 0.8)
     mpl_uda_temperature: float = 0.4  # mpl: sharpening temperature of UDA's weak-view target (Xie et al. 2020: 0.4; > 0)
+    bank_every: int = 500            # selftrain, metaselftrain: iterations per round; the teacher relabels the whole pool before each
+    bank_threshold: float = 0.9      # selftrain, metaselftrain: bank labels trained on above this confidence (0..1)
+    bank_weight: float = 1.0         # selftrain, metaselftrain: weight of the bank CE, times w(t)
+    bank_view: str = "strong"        # selftrain, metaselftrain: the student's view of bank images: strong (RandAugment + Cutout,
+                                     # FixMatch's) | weak (translate + flip)
+    bank_tta: bool = True            # selftrain, metaselftrain: teacher averages each image with its flip (where flips are allowed)
+    bank_meta: str = "labels"        # metaselftrain: labels (Eq. 6 on the whole bank, fixed step meta_rho) | weights (per-image
+                                     # weights from the sign and size of the meta-gradient)
     # --- optimisation ---------------------------------------------------------------------------------
     iterations: int = 3000           # training iterations (one labeled + one unlabeled batch each)
     batch_size: int = 64             # labeled images per iteration
@@ -145,6 +153,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "meta_step": ("lr", "normalised"),
     "meta_target": ("hard", "soft"),
     "meta_threshold_on": ("corrected", "plain"),
+    "bank_meta": ("labels", "weights"),
+    "bank_view": ("strong", "weak"),
     "consistency": ("mse", "kl"),
     "lr_schedule": ("cosine", "step", "constant"),
     "lr_origin": ("one", "zero"),

@@ -32,7 +32,7 @@ from torch import nn
 from . import checkpoint, distributed
 from .algorithms import Algorithm, StepContext, StepOutput, build_algorithm
 from .algorithms.supervised import Supervised
-from .batch import Batch
+from .batch import Batch, Passes
 from .config import Config, load_saved, to_dict
 from .data import ImageData, labeled_split, load_dataset
 from .data.resident import prepare_data
@@ -58,6 +58,9 @@ def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: tor
                         f"streams its data; set meta_holdout=0")
     if cfg.stream:
         from .data.streaming import StreamingData
+        if algo.refresh_every:
+            raise UserError(f"algorithm={cfg.algorithm} labels the whole unlabeled pool between rounds, which a "
+                            "streamed image folder does not hold in memory; set stream=false or pick an online algorithm")
         if cfg.dataset != "folder" or not cfg.data_dir:
             raise UserError("stream=true reads image folders: set dataset=folder data_dir=PATH (train/ and val/ inside)")
         return StreamingData(cfg.data_dir, cfg.image_size or 224, num_labels, cfg.split_seed, cfg.labels_file,
@@ -249,6 +252,20 @@ def check_finite(run: Run, n: int) -> None:
                     f"and {kept}; try a smaller lr or beta")
 
 
+def refresh(run: Run, it: int, ctx: StepContext) -> None:
+    """The algorithm's whole-pool work before iteration `it` (a label bank's teacher pass) with the evaluated
+    weights, each rank a shard of the pool; one `refresh` record in metrics.jsonl (its cost counts as training)."""
+    dd, d = run.dd, run.d
+    passes = Passes(lambda bs: dd.pool_batches(bs, d.rank, d.world),
+                    lambda bs, held_out: dd.labeled_batches(bs, held_out, d.rank, d.world),
+                    len(dd.unlabeled), bool(dd.flip), lambda t: distributed.sum_all(t, d))
+    t0 = time.perf_counter()
+    metrics = run.algo.refresh(run.eval_model, passes, ctx)
+    values = {k: v.item() for k, v in metrics.items()}
+    # numbered as the (1-based) iteration it precedes, so a resume from the checkpoint of iteration `it` drops it
+    run.logger.write({"iteration": it + 1, "kind": "refresh", "seconds": round(time.perf_counter() - t0, 3), **values})
+
+
 def log_train(run: Run, n: int, ctx: StepContext, out: StepOutput, batch: Batch) -> None:
     """One `train` record (the step's metrics, pseudo-label quality where true labels are known) and the
     progress line; the only host syncs of the loop."""
@@ -360,6 +377,8 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
         t_step = time.perf_counter()
         ctx = StepContext(it, lr_at(it, cfg), beta_at(it, cfg), consistency_weight_at(it, cfg), len(run.dd.classes),
                           reduce, num_unlabeled=len(run.dd.unlabeled), gather=gather, total=total)
+        if it >= warm and run.algo.refresh_every and (it - warm) % run.algo.refresh_every == 0:
+            refresh(run, it, ctx)
         batch = next(batches)
         out = train_step(run.model, run.opt, warm_algo if it < warm else run.algo, batch, ctx, autocast=autocast,
                          d=d, sync_bn=cfg.sync_bn, ema=run.ema, ema_decay=cfg.ema)

@@ -6,7 +6,7 @@
 from ..batch import Batch
 from .base import ALGORITHMS, Algorithm, StepContext, StepOutput, build_algorithm, register
 from . import (fixmatch, flexmatch, freematch, fully_supervised, meanteacher, meta_gradient,  # noqa: F401
-               metafixmatch, metaflexmatch, metamixup, mixmatch, mpl, pimodel, pseudolabel, softmatch, supervised,  # (registration)
+               metafixmatch, metaflexmatch, metamixup, mixmatch, mpl, pimodel, pseudolabel, selftrain, softmatch, supervised,  # (registration)
                vat)
 
 __all__ = ["ALGORITHMS", "Algorithm", "Batch", "StepContext", "StepOutput", "build_algorithm", "register",

@@ -22,7 +22,7 @@ from typing import Callable, TypeVar
 
 from torch import Tensor, nn
 
-from ..batch import Batch
+from ..batch import Batch, Passes
 from ..config import FIELDS, PRESETS, Config
 from ..errors import UserError
 
@@ -72,6 +72,14 @@ class Algorithm:
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         raise NotImplementedError
+
+    refresh_every: int = 0               # > 0: the trainer calls `refresh` before every this many of its steps
+
+    def refresh(self, model: nn.Module, passes: Passes, ctx: StepContext) -> dict[str, Tensor]:
+        """Whole-pool work between rounds (a label bank's teacher pass), with the evaluated weights; returns
+        metrics logged as one `refresh` record. Called before the algorithm's first step and every
+        `refresh_every` steps after; must be deterministic, so a resumed run repeats it exactly."""
+        return {}
 
     def after_update(self, model: nn.Module) -> None:
         """Called after each optimiser step (e.g. a Mean Teacher's EMA update)."""

@@ -83,6 +83,26 @@ class DeviceData:
                 batch.x_meta, batch.y_meta = self.view(self.x_train[idx_meta], "weak"), self.y_train[idx_meta]
             yield batch
 
+    def pool_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """This rank's contiguous shard of the unlabeled pool as (positions in the pool, normalised images not
+        augmented, true labels or -1) chunks: the whole-pool passes of a label bank (algorithms/selftrain.py)."""
+        n = len(self.unlabeled)
+        lo, hi = rank * n // world, (rank + 1) * n // world
+        for i in range(lo, hi, batch_size):
+            pos = torch.arange(i, min(i + batch_size, hi))
+            idx = self.unlabeled[pos].to(self.x_train.device)
+            yield pos.to(self.x_train.device), self.view(self.x_train[idx], "none"), self.y_train[idx]
+
+    def labeled_batches(self, batch_size: int, held_out: bool = False, rank: int = 0,
+                        world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+        """This rank's shard of every labeled image (or of the held-out meta part) as (normalised images not
+        augmented, labels) chunks: g_l over all labels for a whole-pool meta-gradient."""
+        idx = self.meta if held_out and self.meta is not None else self.labeled
+        lo, hi = rank * len(idx) // world, (rank + 1) * len(idx) // world
+        for i in range(lo, hi, batch_size):
+            j = idx[i:min(i + batch_size, hi)].to(self.x_train.device)
+            yield self.view(self.x_train[j], "none"), self.y_train[j]
+
     def eval_batches(self, split: str, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
         """This rank's contiguous shard of 'test' or 'val' as (normalised images, labels) chunks, not augmented
         (evaluate.error_counts counts the errors; the trainer sums the counts over ranks)."""
