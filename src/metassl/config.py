@@ -305,12 +305,14 @@ _AUTHORS = dict(model="convlarge", batch_size=128, lr=0.1, momentum=0.9, warmup=
 # files (128,116 labels) give the same count. 600 epochs = 1,351,800 iterations, 5 epochs of warm-up = 11,265.
 _IMAGENET_EPOCH = math.ceil((1_281_167 - 128_000) / 512)
 PRESETS: dict[str, dict[str, Any]] = {
-    # 10 minutes on 2 CPU cores: half the run labeled-only (cheap steps fit the labels), then the method with
-    # its consistency ramp (10 % of the rest); chosen on a validation split (docs/PERFORMANCE.md, time to accuracy)
-    "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000, model="cnn", algorithm="metamixup",
-                        iterations=2000, labeled_warmup=1000, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,
+    # 10 minutes on 2 CPU cores: 800 labeled-only steps, then the label bank with the whole-pool meta-gradient
+    # (metaselftrain, head) in rounds of 400; chosen on a validation split among the meta-gradient family
+    # (docs/BENCHMARKS.md, "Label bank"). The paper's online method is `algorithm=metamixup`.
+    "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000, model="cnn", algorithm="metaselftrain",
+                        iterations=2000, labeled_warmup=800, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,
                         lr_schedule="cosine", consistency_rampup=100, mixup_gamma=0.1, translate=2,
-                        eval_every=250, checkpoint_every=250),
+                        bank_every=400, bank_threshold=0.9, bank_view="strong", bank_tta=False, bank_meta="labels",
+                        meta_params="head", eval_every=250, checkpoint_every=250),
     "svhn-1000": dict(_AUTHORS, dataset="svhn", num_labels=1000, weight_decay=5e-5, mixup_gamma=0.1,
                       flip="false", seed=7788),
     "cifar10-4000": dict(_AUTHORS, dataset="cifar10", num_labels=4000, weight_decay=1e-4, mixup_gamma=1.0,
