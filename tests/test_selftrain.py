@@ -131,7 +131,7 @@ def test_a_streamed_folder_is_refused_in_one_line():
         build_data(cfg, SelfTrain(), None, torch.device("cpu"))
 
 
-BANK = ["iterations=9", "algorithm=metaselftrain", "bank_meta=weights", "meta_params=head", "bank_every=3", "labeled_warmup=2",
+BANK = ["iterations=9", "algorithm=metaselftrain", "bank_meta=weights", "bank_params=head", "bank_every=3", "labeled_warmup=2",
         "bank_threshold=0.3", "meta_holdout=0"]
 
 

@@ -100,6 +100,8 @@ class Config:
     bank_tta: bool = True            # selftrain, metaselftrain: teacher averages each image with its flip (where flips are allowed)
     bank_meta: str = "labels"        # metaselftrain: labels (Eq. 6 on the whole bank, fixed step meta_rho) | weights (per-image
                                      # weights from the sign and size of the meta-gradient)
+    bank_params: str = "head"        # metaselftrain: head (g_l and the virtual step on the classifier head: closed form in the
+                                     # teacher pass's features, no extra pass) | all (every parameter: two more pool passes, Eq. 15/16)
     # --- optimisation ---------------------------------------------------------------------------------
     iterations: int = 3000           # training iterations (one labeled + one unlabeled batch each)
     batch_size: int = 64             # labeled images per iteration
@@ -155,6 +157,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "meta_threshold_on": ("corrected", "plain"),
     "bank_meta": ("labels", "weights"),
     "bank_view": ("strong", "weak"),
+    "bank_params": ("head", "all"),
     "consistency": ("mse", "kl"),
     "lr_schedule": ("cosine", "step", "constant"),
     "lr_origin": ("one", "zero"),
@@ -312,7 +315,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                         iterations=2000, labeled_warmup=800, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,
                         lr_schedule="cosine", consistency_rampup=100, mixup_gamma=0.1, translate=2,
                         bank_every=400, bank_threshold=0.9, bank_view="strong", bank_tta=False, bank_meta="labels",
-                        meta_params="head", eval_every=250, checkpoint_every=250),
+                        eval_every=250, checkpoint_every=250),
     "svhn-1000": dict(_AUTHORS, dataset="svhn", num_labels=1000, weight_decay=5e-5, mixup_gamma=0.1,
                       flip="false", seed=7788),
     "cifar10-4000": dict(_AUTHORS, dataset="cifar10", num_labels=4000, weight_decay=1e-4, mixup_gamma=1.0,

@@ -116,8 +116,8 @@ class SelfTrain(Algorithm):
 
     def refresh(self, model: nn.Module, passes: Passes, ctx: StepContext) -> dict[str, Tensor]:
         if self.features and not (hasattr(model, "features") and isinstance(getattr(model, "fc", None), nn.Linear)):
-            raise UserError(f"meta_params=head needs a backbone with .features() and a linear head .fc; "
-                            f"{type(model).__name__} has not: set meta_params=all")
+            raise UserError(f"bank_params=head needs a backbone with .features() and a linear head .fc; "
+                            f"{type(model).__name__} has not: set bank_params=all")
         q, y_true, h = teacher_pass(model, passes, self.batch_size, self.tta, self.features)
         labels, weights = self.correct(model, passes, q, h)
         self.plain, self.labels, self.weights = q, labels, weights
@@ -148,7 +148,7 @@ class SelfTrain(Algorithm):
 class MetaSelfTrain(SelfTrain):
     """selftrain with the bank corrected by the whole-pool first-order meta-gradient: labels or weights."""
 
-    keys = SelfTrain.keys + ("bank_meta", "meta_params", "meta_rho", "eps_scale", "projection", "meta_holdout")
+    keys = SelfTrain.keys + ("bank_meta", "bank_params", "meta_rho", "eps_scale", "projection", "meta_holdout")
 
     def __init__(self, every: int = 500, threshold: float = 0.9, weight: float = 1.0, tta: bool = True,
                  batch_size: int = 256, view: str = "strong", *, how: str = "labels", params: str = "head",
@@ -161,15 +161,15 @@ class MetaSelfTrain(SelfTrain):
     def from_config(cls, cfg: Config) -> MetaSelfTrain:
         base = SelfTrain.from_config(cfg)
         return cls(base.refresh_every, base.threshold, base.weight, base.tta, base.batch_size, cfg.bank_view, how=cfg.bank_meta,
-                   params=cfg.meta_params, rho=cfg.meta_rho, eps_scale=cfg.eps_scale, projection=cfg.projection,
+                   params=cfg.bank_params, rho=cfg.meta_rho, eps_scale=cfg.eps_scale, projection=cfg.projection,
                    held_out=cfg.meta_holdout > 0)
 
     def correct(self, model: nn.Module, passes: Passes, q: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
         """Eq. 13 for every pool image: dz = J_z g_l (the logits' derivative along g_l), closed form in the
-        features for meta_params=head, else the central difference of two more pool passes (Eq. 15/16); then
+        features for bank_params=head, else the central difference of two more pool passes (Eq. 15/16); then
         the labels' fixed-length step (Eq. 6) or the weights from d_u = <dCE(f(u), argmax q)/dz, dz>."""
         hard = q.argmax(1)
-        if h is not None:                                           # meta_params=head: exact, no extra pass
+        if h is not None:                                           # bank_params=head: exact, no extra pass
             fc = model.fc
             with torch.no_grad():
                 g_w, g_b = head_gradient_all(model, passes, self.batch_size, self.held_out)
