@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--setting", choices=["matched", "defaults"], default="matched")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--src", help="directory holding the metassl package to import (default: the installed one)")
+    ap.add_argument("--run-dir", help="metassl's run directory (default: OUT without .json)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     if a.src:
@@ -62,7 +63,7 @@ def main() -> None:
                 return _fn(*args, **kwargs)
         setattr(T, name, timed)
 
-    run_dir = Path(a.out).with_suffix("")                 # the run directory beside the JSON
+    run_dir = Path(a.run_dir) if a.run_dir else Path(a.out).with_suffix("")
     total = Meter()
     with total:
         res = T.train(cfg, run_dir, force=True, quiet=True)

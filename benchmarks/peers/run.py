@@ -9,10 +9,12 @@ Order: for each seed, algorithm and setting, one round runs every toolkit back t
 rotating from round to round. Each run is a subprocess in its toolkit's venv writing
 OUT/raw/<setting>/<algorithm>/<toolkit>-s<seed>.json; a re-run skips runs whose JSON exists, so an
 interrupted benchmark resumes. The labeled split is metassl's (fmnist-1000, split_seed 0), written once
-to OUT/split.json by a one-iteration metassl run; every run records the digest of the labeled indices it
-used and the table refuses a mismatch. metassl runs from a snapshot of HEAD's sources (OUT/metassl-src,
-`git archive`), so concurrent edits to src/ do not leak into a long benchmark; its commit is recorded.
-Tables: OUT/table.md (markdown), OUT/results.csv and OUT/results.json (every field of every run).
+to WORK/split.json by a one-iteration metassl run; every run records the digest of the labeled indices it
+used and the table refuses a mismatch. metassl runs from a snapshot of HEAD's sources taken at the first
+invocation (WORK/metassl-src, `git archive`) and reused on resume, so concurrent edits and commits to src/
+do not leak into a long benchmark; its commit is in OUT/meta.json. WORK (default runs/peers/<OUT's name>,
+ignored by git) also holds the logs and metassl's run directories; OUT only the records and tables:
+OUT/table.md (markdown), OUT/results.csv and OUT/results.json (every field of every run).
 `--table-only` rebuilds the tables from the raw files.
 """
 from __future__ import annotations
@@ -40,11 +42,14 @@ SUPPORTS = {"metassl": {"fixmatch", "flexmatch", "supervised"}, "usb": {"fixmatc
             "lamda": {"fixmatch", "flexmatch"}}    # it has no supervised-only deep estimator
 
 
-def snapshot_metassl(out: Path) -> tuple[Path, str]:
-    """HEAD's src/ exported to OUT/metassl-src/<commit>/ (once); returns (path to import from, commit)."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout.strip()
-    dest = out / "metassl-src" / commit[:12]
+def snapshot_metassl(work: Path, meta: Path) -> tuple[Path, str]:
+    """HEAD's src/ exported to WORK/metassl-src/<commit>/, or the snapshot an earlier invocation recorded in
+    OUT/meta.json; returns (path to import from, commit)."""
+    commit = json.loads(meta.read_text()).get("metassl_commit", "") if meta.exists() else ""
+    if not commit or not (work / "metassl-src" / commit[:12] / "metassl").exists():
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    dest = work / "metassl-src" / commit[:12]
     if not (dest / "metassl").exists():
         dest.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(["git", "archive", "HEAD", "src/metassl"], cwd=ROOT, capture_output=True, check=True)
@@ -52,11 +57,11 @@ def snapshot_metassl(out: Path) -> tuple[Path, str]:
     return dest, commit
 
 
-def make_split(out: Path, src: Path) -> Path:
+def make_split(work: Path, src: Path) -> Path:
     """metassl's fmnist-1000 split (split_seed 0), from a one-iteration run of its own trainer."""
-    path = out / "split.json"
+    path = work / "split.json"
     if not path.exists():
-        tmp = out / "split-run"
+        tmp = work / "split-run"
         env = {**os.environ, "PYTHONPATH": str(src)}
         subprocess.run([str(PY["metassl"]), "-m", "metassl", "train", "--preset", "fmnist-1000", "iterations=1",
                         "threads=2", "device=cpu", "--out", str(tmp), "--force", "--quiet"], env=env, check=True)
@@ -66,19 +71,19 @@ def make_split(out: Path, src: Path) -> Path:
     return path
 
 
-def run_one(tk: str, alg: str, setting: str, seed: int, n: int, threads: int, out: Path, split: Path,
+def run_one(tk: str, alg: str, setting: str, seed: int, n: int, threads: int, out: Path, work: Path, split: Path,
             src: Path) -> Path | None:
     dest = out / "raw" / setting / alg / f"{tk}-s{seed}.json"
     if dest.exists():
         print(f"skip {dest} (done)", flush=True)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    log = out / "logs" / f"{setting}-{alg}-{tk}-s{seed}.log"
+    log = work / "logs" / f"{setting}-{alg}-{tk}-s{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(PY[tk]), str(HERE / SCRIPT[tk]), "--algorithm", alg, "--iterations", str(n), "--seed", str(seed),
            "--split", str(split), "--setting", setting, "--threads", str(threads), "--out", str(dest)]
     if tk == "metassl":
-        cmd += ["--src", str(src)]
+        cmd += ["--src", str(src), "--run-dir", str(work / "metassl-runs" / f"{setting}-{alg}-s{seed}")]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.time()
     print(time.strftime("%H:%M:%S"), "run", " ".join(cmd[1:]), flush=True)
@@ -154,15 +159,20 @@ def main() -> None:
     ap.add_argument("--settings", default="matched", help="matched, defaults, or both comma-separated")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--work", help="scratch: logs, metassl's run dirs, split, source snapshot (default runs/peers/<OUT name>)")
     ap.add_argument("--table-only", action="store_true")
     a = ap.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    work = Path(a.work).resolve() if a.work else ROOT / "runs" / "peers" / out.name
+    work.mkdir(parents=True, exist_ok=True)
     if not a.table_only:
-        src, commit = snapshot_metassl(out)
-        split = make_split(out, src)
-        meta = {"metassl_commit": commit, "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "labeled_digest": split_digest(json.loads(split.read_text())["labeled"])}
+        src, commit = snapshot_metassl(work, out / "meta.json")
+        split = make_split(work, src)
+        now = time.strftime("%Y-%m-%d %H:%M:%S")
+        old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
+        meta = {"metassl_commit": commit, "command": " ".join(sys.argv), "started": old.get("started", now),
+                "last_invocation": now, "labeled_digest": split_digest(json.loads(split.read_text())["labeled"])}
         (out / "meta.json").write_text(json.dumps(meta, indent=1))
         toolkits = a.toolkits.split(",")
         rounds = [(seed, alg, setting) for seed in map(int, a.seeds.split(",")) for alg in a.algorithms.split(",")
@@ -171,7 +181,7 @@ def main() -> None:
             order = toolkits[k % len(toolkits):] + toolkits[:k % len(toolkits)]   # rotate who goes first
             for tk in order:
                 if alg in SUPPORTS[tk]:
-                    run_one(tk, alg, setting, seed, a.iterations, a.threads, out, split, src)
+                    run_one(tk, alg, setting, seed, a.iterations, a.threads, out, work, split, src)
             print(table(out), flush=True)
     print(table(out))
 
