@@ -97,7 +97,7 @@ class Config:
     bank_weight: float = 1.0         # selftrain, metaselftrain: weight of the bank CE, times w(t)
     bank_view: str = "strong"        # selftrain, metaselftrain: the student's view of bank images: strong (RandAugment + Cutout,
                                      # FixMatch's) | weak (translate + flip)
-    bank_tta: bool = True            # selftrain, metaselftrain: teacher averages each image with its flip (where flips are allowed)
+    bank_tta: bool = False           # selftrain, metaselftrain: teacher averages each image with its flip (where flips are allowed)
     bank_meta: str = "labels"        # metaselftrain: labels (Eq. 6 on the whole bank, fixed step meta_rho) | weights (per-image
                                      # weights from the sign and size of the meta-gradient)
     bank_params: str = "head"        # metaselftrain: head (g_l and the virtual step on the classifier head: closed form in the
@@ -314,7 +314,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000, model="cnn", algorithm="metaselftrain",
                         iterations=2000, labeled_warmup=800, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,
                         lr_schedule="cosine", consistency_rampup=100, mixup_gamma=0.1, translate=2,
-                        bank_every=400, bank_threshold=0.9, bank_view="strong", bank_tta=False, bank_meta="labels",
+                        bank_every=400, bank_threshold=0.9, bank_view="strong", bank_meta="labels",
                         eval_every=250, checkpoint_every=250),
     "svhn-1000": dict(_AUTHORS, dataset="svhn", num_labels=1000, weight_decay=5e-5, mixup_gamma=0.1,
                       flip="false", seed=7788),

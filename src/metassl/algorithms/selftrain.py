@@ -93,7 +93,7 @@ class SelfTrain(Algorithm):
     views = ("strong",)
     keys = ("bank_every", "bank_threshold", "bank_weight", "bank_view", "bank_tta")
 
-    def __init__(self, every: int = 500, threshold: float = 0.9, weight: float = 1.0, tta: bool = True,
+    def __init__(self, every: int = 500, threshold: float = 0.9, weight: float = 1.0, tta: bool = False,
                  batch_size: int = 256, view: str = "strong") -> None:   # pool chunk: 256 ran 1.4x faster than 1000 on CPU
         self.refresh_every, self.threshold, self.weight, self.tta, self.batch_size = every, threshold, weight, tta, batch_size
         self.views = (view,)
@@ -150,7 +150,7 @@ class MetaSelfTrain(SelfTrain):
 
     keys = SelfTrain.keys + ("bank_meta", "bank_params", "meta_rho", "eps_scale", "projection", "meta_holdout")
 
-    def __init__(self, every: int = 500, threshold: float = 0.9, weight: float = 1.0, tta: bool = True,
+    def __init__(self, every: int = 500, threshold: float = 0.9, weight: float = 1.0, tta: bool = False,
                  batch_size: int = 256, view: str = "strong", *, how: str = "labels", params: str = "head",
                  rho: float = 0.1, eps_scale: float = 0.01, projection: str = "relu", held_out: bool = False) -> None:
         super().__init__(every, threshold, weight, tta, batch_size, view)
