@@ -56,7 +56,21 @@ def tiny_batch(algo, n: int = 8, seed: int = 1):
     y_lb = torch.randint(0, TINY_CLASSES, (n,), generator=g)
     base = torch.randn(n, 1, 6, 6, generator=g)
     x_ulb = [base + 0.1 * torch.randn(n, 1, 6, 6, generator=g) for _ in algo.views]
-    return Batch(x_lb, y_lb, x_ulb, torch.randint(0, TINY_CLASSES, (n,), generator=g), torch.arange(n))
+    batch = Batch(x_lb, y_lb, x_ulb, torch.randint(0, TINY_CLASSES, (n,), generator=g), torch.arange(n))
+    if getattr(algo, "refresh_every", 0):       # a label bank: the trainer's whole-pool pass comes first, with
+        refresh_on_batch(algo, tiny_net(), batch)   # the weights every step test starts from as the teacher
+    return batch
+
+
+def refresh_on_batch(algo, model, batch) -> None:
+    """A label bank's refresh whose pool is the batch's unlabeled images (at positions idx_ulb)."""
+    from metassl.batch import Passes
+    if getattr(algo, "params", None) == "head" and not hasattr(model, "fc"):   # tiny_net has no features/fc:
+        algo.params, algo.features = "all", False                              # the finite-difference path
+    x_pool = batch.x_ulb[0]
+    algo.refresh(model, Passes(lambda bs: iter([(batch.idx_ulb, x_pool, batch.y_ulb)]),
+                               lambda bs, held_out: iter([(batch.x_lb, batch.y_lb)]), len(x_pool), False,
+                               lambda t: t), tiny_context())
 
 
 def tiny_context(weight: float = 1.0, beta: float = 0.05, iteration: int = 10, lr: float = 0.05):

@@ -55,7 +55,7 @@ def test_unlabeled_loss_has_gradient_wrt_student(name):
     """grad(loss at w=1) - grad(loss at w=0) is the gradient of the unlabeled term: it must not vanish
     (USB's Mean Teacher took it from the no-grad teacher pass, so it did; USB issues 102, 226)."""
     own = ALGORITHMS[name].keys                                          # zero thresholds: the mask is non-empty
-    thresholds = {k: 0.0 for k in ("fixmatch_threshold", "pseudolabel_threshold") if k in own}
+    thresholds = {k: 0.0 for k in ("fixmatch_threshold", "pseudolabel_threshold", "bank_threshold") if k in own}
     g1, metrics = grads(name, 1.0, **thresholds)
     g0, _ = grads(name, 0.0, **thresholds)
     if "mask" in metrics:

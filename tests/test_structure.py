@@ -14,7 +14,6 @@ from torch import nn
 
 from metassl.algorithms import ALGORITHMS, StepOutput, build_algorithm
 from metassl.config import Config
-from metassl.batch import Passes
 from metassl.errors import UserError
 from tests.conftest import make_tiny_data, tiny_batch, tiny_context, tiny_net
 
@@ -67,11 +66,6 @@ def test_names_and_batches_are_checked_where_the_algorithm_is_built():
 def test_step_returns_loss_metrics_and_pseudo_labels(name):
     algo, model = build_algorithm(dataclasses.replace(Config(), algorithm=name)), tiny_net().train()
     batch = tiny_batch(algo)
-    if algo.refresh_every:                      # a label bank: the trainer's whole-pool pass comes first
-        x_pool = batch.x_ulb[0]
-        algo.refresh(model, Passes(lambda bs: iter([(batch.idx_ulb, x_pool, batch.y_ulb)]),
-                                   lambda bs, held_out: iter([(batch.x_lb, batch.y_lb)]), len(x_pool), False,
-                                   lambda t: t), tiny_context())
     out = algo.step(model, batch, tiny_context())
     assert isinstance(out, StepOutput) and out.loss.requires_grad and out.loss.dim() == 0
     assert all(v.dim() == 0 and not v.requires_grad for v in out.metrics.values())
