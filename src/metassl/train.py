@@ -46,7 +46,7 @@ from .safety import (DivergenceWatch, StopSignals, check_run_dir, current_stop, 
                      open_run_dir, restarted_run, stoppable)
 from .torch_utils import ema_update, resolve_device
 
-__all__ = ["train", "train_step", "resolve_device"]
+__all__ = ["train", "train_step"]
 
 
 # --- data, RNG state -------------------------------------------------------------------------------------

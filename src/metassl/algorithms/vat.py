@@ -23,6 +23,7 @@ from ..config import Config
 from ..batch import Batch
 from .base import Algorithm, StepContext, StepOutput, register
 from .common import check, frozen_bn_stats
+from .meta_gradient import unlabeled_loss
 
 XI = 1e-6   # finite-difference radius of the power iteration (Miyato et al.: 1e-6)
 
@@ -37,7 +38,7 @@ def l2_normalize(d: Tensor) -> Tensor:
 
 def kl_div(p: Tensor, logits_q: Tensor) -> Tensor:
     """KL(p || softmax(logits_q)) summed over classes, averaged over the batch. p: (B, C) probabilities."""
-    return (torch.xlogy(p, p) - p * F.log_softmax(logits_q.float(), dim=1)).sum(1).mean()
+    return unlabeled_loss(logits_q.float(), p, "kl")
 
 
 def rng_state(device: torch.device) -> Tensor:
