@@ -6,9 +6,12 @@ side imports the other: both import this module.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .data.split import Split
 
 
 @dataclass
@@ -34,3 +37,26 @@ class Passes:
     size: int                        # images in the unlabeled pool
     flip: bool                       # a horizontal flip keeps the label (test-time augmentation allowed)
     sum_all: Callable[[Tensor], Tensor]   # in-place sum over processes (identity on one process)
+
+
+class DataSource(Protocol):
+    """What the trainer reads from a data set (data/resident.py's DeviceData, data/streaming.py's StreamingData):
+    the split, the classes and image shape, the normalisation, training batches and evaluation chunks."""
+
+    classes: list[str]
+    split: Split                     # the labeled / unlabeled / validation indices (split.json)
+    labeled: Tensor                  # int64 indices of the labeled images
+    unlabeled: Tensor                # int64 indices of the unlabeled pool
+    val: Tensor                      # int64 indices of the validation images (may be empty)
+    mean: Tensor                     # (C,) normalisation, on the device
+    std: Tensor
+    flip: bool
+
+    @property
+    def shape(self) -> tuple[int, int]: ...          # (in_channels, image_size)
+
+    def batches(self, start: int, end: int, views: tuple[str, ...], batch_size: int, unlabeled_batch_size: int,
+                seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]: ...
+
+    def eval_batches(self, split: str, batch_size: int, rank: int = 0,
+                     world: int = 1) -> Iterator[tuple[Tensor, Tensor]]: ...

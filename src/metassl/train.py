@@ -32,7 +32,7 @@ from torch import nn
 from . import checkpoint, distributed
 from .algorithms import Algorithm, StepContext, StepOutput, build_algorithm
 from .algorithms.supervised import Supervised
-from .batch import Batch, Passes
+from .batch import Batch, DataSource, Passes
 from .config import Config, load_saved, to_dict
 from .data import ImageData, labeled_split, load_dataset
 from .data.resident import prepare_data
@@ -50,7 +50,7 @@ __all__ = ["train", "train_step"]
 
 
 # --- data, RNG state -------------------------------------------------------------------------------------
-def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: torch.device) -> Any:
+def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: torch.device) -> DataSource:
     """The data source: resident on the device (default) or streamed from an image folder (stream=true)."""
     num_labels = -1 if algo.all_labels else cfg.num_labels
     if cfg.meta_holdout and cfg.stream:        # (an algorithm without a meta-gradient refuses it: build_algorithm)
@@ -118,7 +118,7 @@ class Run:
     d: distributed.Dist
     device: torch.device
     algo: Algorithm
-    dd: Any                          # DeviceData or StreamingData
+    dd: DataSource                   # DeviceData or StreamingData
     model: nn.Module
     ema: nn.Module | None
     opt: torch.optim.Optimizer
