@@ -6,6 +6,7 @@ metassl installed). Not a re-implementation of any algorithm: the scripts beside
 """
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import json
@@ -158,3 +159,23 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def peer_args(algorithms: list[str], split_help: str = "a metassl run's split.json",
+              extra: list[tuple[str, str]] = ()) -> argparse.Namespace:
+    """The command line every peer script shares (algorithm, iterations, seed, split, setting, threads, out,
+    plus `extra` optional (flag, help) pairs); sets the thread count and seeds every generator."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--algorithm", choices=algorithms, required=True)
+    ap.add_argument("--iterations", type=int, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", required=True, help=split_help)
+    ap.add_argument("--setting", choices=["matched", "defaults"], default="matched")
+    ap.add_argument("--threads", type=int, default=2)
+    for flag, text in extra:
+        ap.add_argument(flag, help=text)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    seed_all(a.seed)
+    return a

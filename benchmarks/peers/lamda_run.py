@@ -11,7 +11,6 @@ names scikit-learn 1.9 dropped. LAMDA-SSL has no supervised-only deep estimator,
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lamda_shims  # noqa: E402,F401  (before LAMDA_SSL)
-from common import MATCHED, Meter, SmallCNN, channel_stats, load_fmnist, load_split, seed_all, write_result  # noqa: E402
+from common import MATCHED, Meter, SmallCNN, channel_stats, load_fmnist, load_split, peer_args, seed_all, write_result  # noqa: E402
 
 from sklearn.pipeline import Pipeline  # noqa: E402
 from LAMDA_SSL.Algorithm.Classification.FixMatch import FixMatch  # noqa: E402
@@ -42,17 +41,7 @@ from LAMDA_SSL.Transform.Vision.Normalization import Normalization  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--algorithm", choices=["fixmatch", "flexmatch"], required=True)
-    ap.add_argument("--iterations", type=int, required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", required=True, help="a metassl run's split.json")
-    ap.add_argument("--setting", choices=["matched", "defaults"], default="matched")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    seed_all(a.seed)
+    a = peer_args(["fixmatch", "flexmatch"])
 
     x_train, y_train, x_test, y_test = load_fmnist()
     lab, unl, digest = load_split(a.split)

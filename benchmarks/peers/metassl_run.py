@@ -13,27 +13,18 @@ subtracted from the whole call (wall and process CPU); metassl's own `train_seco
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MATCHED, Meter, load_split, write_result  # noqa: E402
+from common import MATCHED, Meter, load_split, peer_args, write_result  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--algorithm", choices=["fixmatch", "flexmatch", "supervised"], required=True)
-    ap.add_argument("--iterations", type=int, required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", required=True, help="split.json to check metassl's own split against")
-    ap.add_argument("--setting", choices=["matched", "defaults"], default="matched")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--src", help="directory holding the metassl package to import (default: the installed one)")
-    ap.add_argument("--run-dir", help="metassl's run directory (default: OUT without .json)")
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
+    a = peer_args(["fixmatch", "flexmatch", "supervised"], "split.json to check metassl's own split against",
+                  [("--src", "directory holding the metassl package to import (default: the installed one)"),
+                   ("--run-dir", "metassl's run directory (default: OUT without .json)")])
     if a.src:
         sys.path.insert(0, a.src)
     import metassl

@@ -17,7 +17,6 @@ What ModSSC needs from its user, done here with its own pieces:
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MATCHED, Meter, SmallCNN, channel_stats, load_fmnist, load_split, seed_all, test_error, write_result  # noqa: E402
+from common import MATCHED, Meter, SmallCNN, channel_stats, load_fmnist, load_split, peer_args, seed_all, test_error, write_result  # noqa: E402
 
 from modssc.data_augmentation import AugmentationPlan, StepConfig, build_pipeline  # noqa: E402
 from modssc.data_augmentation.types import AugmentationContext  # noqa: E402
@@ -44,17 +43,7 @@ def views(pipeline, x01: np.ndarray, seed: int, epoch: int, mean: float, std: fl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--algorithm", choices=["fixmatch", "flexmatch"], required=True)
-    ap.add_argument("--iterations", type=int, required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", required=True, help="a metassl run's split.json")
-    ap.add_argument("--setting", choices=["matched", "defaults"], default="matched")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    seed_all(a.seed)
+    a = peer_args(["fixmatch", "flexmatch"])
 
     x_train, y_train, x_test, y_test = load_fmnist()
     lab, unl, digest = load_split(a.split)

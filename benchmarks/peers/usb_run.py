@@ -15,7 +15,6 @@ on parameters with ndim <= 1) and cosine schedule with plain SGD on every parame
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import usb_shims  # noqa: E402  (before semilearn)
-from common import MATCHED, Meter, SmallCNN, channel_stats, load_fmnist, load_split, seed_all, write_result  # noqa: E402
+from common import MATCHED, Meter, SmallCNN, channel_stats, load_fmnist, load_split, peer_args, seed_all, write_result  # noqa: E402
 
 from torchvision import transforms  # noqa: E402
 from semilearn import BasicDataset, get_config, get_data_loader  # noqa: E402
@@ -50,17 +49,7 @@ def net_builder(num_classes: int = 10, **kwargs) -> USBNet:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--algorithm", choices=["fixmatch", "flexmatch", "supervised"], required=True)
-    ap.add_argument("--iterations", type=int, required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", required=True, help="a metassl run's split.json")
-    ap.add_argument("--setting", choices=["matched", "defaults"], default="matched")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    seed_all(a.seed)
+    a = peer_args(["fixmatch", "flexmatch", "supervised"])
 
     x_train, y_train, x_test, y_test = load_fmnist()
     lab, unl, digest = load_split(a.split)
