@@ -120,3 +120,16 @@ def identity_net(classes: int):
         lin.weight.copy_(torch.eye(classes))
         lin.bias.zero_()
     return nn.Sequential(nn.Flatten(), lin)
+
+
+def tiny_run(root: Path, classes: list[str]):
+    """A 20-iteration metamixup run on a tiny 8x8 grayscale .npz with named classes: (run dir, its data)."""
+    from metassl.config import build_config
+    from metassl.train import train
+    data = make_tiny_data(n_train=120, n_test=40, size=8)
+    write_tiny_npz(root / "tiny.npz", data, classes=np.array(classes))
+    cfg = build_config(None, None, [f"dataset={root / 'tiny.npz'}", "device=cpu", "model=cnn", "iterations=20",
+                                    "batch_size=16", "num_labels=16", "warmup=2", "consistency_rampup=5",
+                                    "eval_every=20", "checkpoint_every=20", "log_every=10", "translate=1"])
+    train(cfg, root / "run", quiet=True)
+    return root / "run", data

@@ -7,9 +7,7 @@ import pytest
 from PIL import Image
 
 from metassl.cli import main
-from metassl.config import build_config
-from metassl.train import train
-from tests.conftest import make_tiny_data, write_tiny_npz
+from tests.conftest import tiny_run
 
 CLASSES = ["T-shirt/top", "bag, small", "c2", "c3"]     # a comma: the CSV must quote it
 
@@ -21,13 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 def run(tmp_path_factory):
     """A 20-iteration metamixup run on a tiny 8x8 grayscale .npz data set with named classes."""
     root = tmp_path_factory.mktemp("run")
-    data = make_tiny_data(n_train=120, n_test=40, size=8)
-    write_tiny_npz(root / "tiny.npz", data, classes=np.array(CLASSES))
-    cfg = build_config(None, None, [f"dataset={root / 'tiny.npz'}", "device=cpu", "model=cnn", "iterations=20",
-                                    "batch_size=16", "num_labels=16", "warmup=2", "consistency_rampup=5",
-                                    "eval_every=20", "checkpoint_every=20", "log_every=10", "translate=1"])
-    train(cfg, root / "run", quiet=True)
-    return root / "run", data
+    return tiny_run(root, CLASSES)
 
 
 def parse(text):
