@@ -184,7 +184,7 @@ def test_head_only_metamixup_step_costs_a_quarter_fewer_flops_than_the_full_meta
     batch = Batch(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,)), [torch.randn(16, 1, 28, 28)])
     flops = {}
     for params in ("all", "head"):
-        algo = build_algorithm(build_config("fmnist-1000", overrides=[f"meta_params={params}"]))
+        algo = build_algorithm(build_config("fmnist-1000", overrides=["algorithm=metamixup", f"meta_params={params}"]))
         with FlopCounterMode(display=False) as counter:
             out = algo.step(model, batch, StepContext(10, 0.05, 0.05, 1.0, 10))
             out.loss.backward()
