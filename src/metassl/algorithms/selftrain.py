@@ -197,7 +197,8 @@ class MetaSelfTrain(SelfTrain):
 def head_gradient_all(model: nn.Module, passes: Passes, batch_size: int, held_out: bool) -> tuple[Tensor, Tensor]:
     """g_l restricted to the classifier head fc (Eq. 14 with theta = (W, b)), over every label, closed form in the
     eval-mode features: g_W = (softmax(z) - onehot(y))^T h / N, g_b = its column sums / N."""
-    fc, gw, gb = model.fc, torch.zeros_like(model.fc.weight, dtype=torch.float32), None
+    fc = model.fc
+    gw = torch.zeros_like(fc.weight, dtype=torch.float32)
     gb = torch.zeros(fc.weight.shape[0], device=gw.device)
     count = torch.zeros((), device=gw.device)
     with eval_mode(model), torch.no_grad():
