@@ -75,7 +75,7 @@ def refresh_on_batch(algo, model, batch) -> None:
 
 def tiny_context(weight: float = 1.0, beta: float = 0.05, iteration: int = 10, lr: float = 0.05):
     from metassl.algorithms import StepContext
-    return StepContext(iteration, lr=lr, beta=beta, consistency_weight=weight, num_classes=TINY_CLASSES,
+    return StepContext(iteration, lr=lr, meta_step_size=beta, consistency_weight=weight, num_classes=TINY_CLASSES,
                        num_unlabeled=TINY_UNLABELED)
 
 
@@ -133,3 +133,26 @@ def tiny_run(root: Path, classes: list[str]):
                                     "eval_every=20", "checkpoint_every=20", "log_every=10", "translate=1"])
     train(cfg, root / "run", quiet=True)
     return root / "run", data
+
+
+class Killed(Exception):
+    """Raised by `train_killed_after` in place of a real kill."""
+
+
+def train_killed_after(cfg, run_dir, data, monkeypatch, checkpoints: int = 1) -> None:
+    """Train `cfg` into `run_dir` and stop it as a kill would, right after its `checkpoints`-th checkpoint is on disk."""
+    from metassl import checkpoint
+    from metassl.train import train
+
+    real_save, saves = checkpoint.save, []
+
+    def save_then_die(state, run_dir):
+        real_save(state, run_dir)
+        saves.append(state["iteration"])
+        if len(saves) == checkpoints:
+            raise Killed
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        train(cfg, run_dir, data=data, quiet=True)
+    monkeypatch.setattr(checkpoint, "save", real_save)

@@ -17,7 +17,7 @@ from metassl.algorithms.freematch import FreeMatch, fairness_loss
 from metassl.algorithms.softmatch import SoftMatch
 from metassl.config import build_config
 from metassl.train import train
-from tests.conftest import identity_net, make_tiny_data, tiny_batch, tiny_net
+from tests.conftest import identity_net, make_tiny_data, tiny_batch, tiny_net, train_killed_after
 
 C = 4
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
@@ -38,7 +38,7 @@ def batch_of(conf: list[float], classes: list[int], idx: list[int] | None = None
 
 
 def ctx(n: int = 20, weight: float = 1.0) -> StepContext:
-    return StepContext(5, lr=0.05, beta=0.0, consistency_weight=weight, num_classes=C, num_unlabeled=n)
+    return StepContext(5, lr=0.05, meta_step_size=0.0, consistency_weight=weight, num_classes=C, num_unlabeled=n)
 
 
 # --------------------------------------------------------------------------- FlexMatch
@@ -215,9 +215,6 @@ def test_state_dict_round_trip_continues_the_same_steps(name, tmp_path):
         torch.testing.assert_close(restored.state_dict()[k], v)
 
 
-class Interrupt(Exception):
-    pass
-
 
 OWN_KEY = {"flexmatch": "flexmatch_threshold=0.3", "freematch": "freematch_ema=0.9", "softmatch": "softmatch_ema=0.9"}
 
@@ -231,16 +228,7 @@ def test_trainer_resume_is_identical_for_the_adaptive_algorithms(name, tmp_path,
                                     "iterations=8", "eval_every=4", "checkpoint_every=4", "log_every=4", "warmup=1",
                                     "consistency_rampup=2", OWN_KEY[name]])
     train(cfg, tmp_path / "full", data=data, quiet=True)
-    real_save = checkpoint.save
-
-    def save_then_die(state, run_dir):
-        real_save(state, run_dir)
-        raise Interrupt
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(Interrupt):
-        train(cfg, tmp_path / "cut", data=data, quiet=True)
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    train_killed_after(cfg, tmp_path / "cut", data, monkeypatch)
     train(cfg, tmp_path / "cut", data=data, quiet=True, resume=True)
     a, b = checkpoint.load(tmp_path / "full"), checkpoint.load(tmp_path / "cut")
     assert a["algorithm"] and a["algorithm"].keys() == b["algorithm"].keys()

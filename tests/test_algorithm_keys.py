@@ -3,7 +3,7 @@ build_algorithm refuses any other one set away from its default, in one line nam
 presets, bench entries and their tuned values still build with every algorithm they name."""
 import pytest
 
-from metassl import bench, tune
+from metassl.experiments import suites, tune
 from metassl.algorithms import ALGORITHMS, build_algorithm
 from metassl.config import CHOICES, FIELDS, PRESETS, Config, build_config
 from metassl.errors import UserError
@@ -58,11 +58,11 @@ def test_a_presets_values_pass_with_every_algorithm_on_its_data_set_only():
         build_algorithm(build_config(overrides=["algorithm=fixmatch", "meta_fused=false"]))
 
 
-@pytest.mark.parametrize("suite", sorted(bench.SUITES))
+@pytest.mark.parametrize("suite", sorted(suites.SUITES))
 def test_every_bench_entry_builds_with_and_without_its_tuned_values(suite):
-    for name in [*bench.COMPARISON, *bench.ABLATION, *bench.VARIANTS]:
+    for name in [*suites.COMPARISON, *suites.ABLATION, *suites.ENTRIES]:
         for quick in (True, False):
-            build_algorithm(bench.run_config(suite, name, 0, quick, {}))
+            build_algorithm(suites.run_config(suite, name, 0, quick=quick))
         if (tune.TUNED_DIR / suite / f"{name}.yaml").exists():
-            tuned = tune.bench_values(tune.load_tuned(suite, name), bench.FULL["iterations"])
-            build_algorithm(bench.run_config(suite, name, 0, False, {}, tuned))
+            tuned = tune.bench_values(tune.load_tuned(suite, name), suites.FULL["iterations"])
+            build_algorithm(suites.run_config(suite, name, 0, tuned=tuned))

@@ -236,7 +236,7 @@ def test_bad_command_lines_name_the_bad_part(good_npz, capsys, tmp_path):
         (["plot", str(tmp_path / "nope")], "metrics.jsonl"), (["plot", str(empty_dir)], "metrics.jsonl"),
         (["predict", str(tmp_path / "nope"), str(empty_dir)], "no metassl run"),
         (["predict", str(run), str(tmp_path / "no-images")], "no-images"),
-        (["features", str(empty_dir)], "no metassl run"), (["features", str(run), "--n", "x"], "--n"),
+        (["tsne", str(empty_dir)], "no metassl run"), (["tsne", str(run), "--n", "x"], "--n"),
         (["bench", "nosuch", "--quick"], "nosuch"), (["bench", "fmnist-1000", "--seeds", "a,b"], "--seeds"),
         (["bench-step", "--variants", "nope"], "nope"), (["bench-step", "--model", "vgg"], "vgg"),
     ]

@@ -8,8 +8,9 @@ import statistics
 
 import pytest
 
-from metassl import bench
-from metassl.bench import run_bench, run_config
+from metassl.experiments import bench, report, suites
+from metassl.experiments.bench import run_bench
+from metassl.experiments.suites import run_config
 from metassl.cli import main
 from metassl.config import Config
 from metassl.errors import UserError
@@ -39,7 +40,7 @@ def test_bench_writes_tables_and_skips_finished_runs(tmp_path):
     assert [(r["algorithm"], r["seed"]) for r in rows] == [("supervised", 0), ("metamixup", 0),
                                                           ("supervised", 1), ("metamixup", 1)]
     table = read_csv(tmp_path / "summary.csv")
-    assert list(table[0]) == list(bench.CSV_COLUMNS)
+    assert list(table[0]) == list(report.CSV_COLUMNS)
     assert {(r["algorithm"], r["seed"]) for r in table} == {(a, s) for a in ("supervised", "metamixup") for s in "01"}
     assert all(r["num_labels"] == "16" for r in table)
     for name in ("supervised", "metamixup"):
@@ -57,7 +58,7 @@ def test_bench_writes_tables_and_skips_finished_runs(tmp_path):
     for r in table:
         evals = [json.loads(l) for l in (tmp_path / f"{r['algorithm']}-s{r['seed']}" / "metrics.jsonl").read_text()
                  .splitlines() if '"eval"' in l]
-        hit = [e["train_seconds"] for e in evals if e["test_error"] <= bench.TARGET_ERROR["fmnist-1000"]]
+        hit = [e["train_seconds"] for e in evals if e["test_error"] <= suites.TARGET_ERROR["fmnist-1000"]]
         assert r["seconds_to_target"] == (str(round(hit[0], 1)) if hit else "")
     assert "training s to 15 % test error" in md and "time_to_error.png" in md
     # convergence: the change over the last 20 % of the run (evaluations at 2 and 4 of 4: only 4 is in it)
@@ -95,13 +96,13 @@ def test_bench_resumes_an_interrupted_run_and_refuses_another_protocol(tmp_path)
 
 
 def test_run_config_protocol_is_shared_and_variants_set_their_option():
-    a, b = run_config("fmnist-100", "fixmatch", 3, False, {}), run_config("fmnist-100", "vat-ent", 3, False, {})
+    a, b = run_config("fmnist-100", "fixmatch", 3, {}), run_config("fmnist-100", "vat-ent", 3, {})
     assert (a.num_labels, a.seed, a.split_seed, a.model) == (100, 3, 3, "cnn")
     assert b.algorithm == "vat" and b.vat_entmin and not a.vat_entmin
     shared = ("iterations", "batch_size", "unlabeled_batch_size", "lr", "momentum", "weight_decay", "warmup",
               "lr_schedule", "consistency_rampup", "eval_every", "model", "dataset")
     assert all(getattr(a, k) == getattr(b, k) for k in shared)
-    assert run_config("fmnist-1000", "supervised", 0, True, {}).iterations < a.iterations
+    assert run_config("fmnist-1000", "supervised", 0, quick=True, overrides={}).iterations < a.iterations
     with pytest.raises(UserError, match="unknown suite"):
         run_bench("cifar-7", data=tiny_data())
     with pytest.raises(UserError, match="unknown algorithm 'nope'"):
@@ -173,15 +174,15 @@ def test_twins_table_pairs_each_meta_entry_with_its_twin_by_seed():
     rows = [dict(algorithm=a, seed=s, test_error=e, changed_better=b, changed_worse=w) for a, s, e, b, w in
             [("mixup", 0, 20.0, "", ""), ("metamixup", 0, 19.0, 6.0, 2.0), ("mixup", 1, 21.0, "", ""),
              ("metamixup", 1, 21.5, 4.0, 3.0), ("metamixup", 2, 9.0, 5.0, 2.5)]]
-    table = bench.twins_table(rows)
+    table = report.twins_table(rows)
     assert "| `metamixup` | `mixup` | 2 | 20.25 ± 1.77 | 20.50 ± 0.71 | -0.25 ± 1.06 | 1/2 | 5.0 / 2.5 (2.00) |" in table
-    assert "`meta`" not in table and bench.twins_table(rows[:1]) == ""
+    assert "`meta`" not in table and report.twins_table(rows[:1]) == ""
 
 
 def test_summary_protocol_names_the_labeled_only_warmup_and_curves_the_entry_names(tmp_path, monkeypatch):
-    import metassl.plot
+    import metassl.diagnostics.plot
     drawn = {}
-    monkeypatch.setattr(metassl.plot, "plot_runs", lambda dirs, out, labels=None: drawn.update(labels=labels))
+    monkeypatch.setattr(metassl.diagnostics.plot, "plot_runs", lambda dirs, out, labels=None: drawn.update(labels=labels))
     run_bench("fmnist-1000", seeds=[0], algorithms=["fixmatch", "metafixmatch-norm"], out=tmp_path, data=tiny_data(),
               overrides={**TINY, "labeled_warmup": 2})
     assert drawn["labels"] == ["fixmatch", "metafixmatch-norm"]      # a variant's curve is named as its row
@@ -195,14 +196,14 @@ def test_summary_protocol_names_the_labeled_only_warmup_and_curves_the_entry_nam
 
 def test_ablation_table_is_empty_without_an_ablation_row():
     rows = [dict(algorithm="fixmatch", seed=0, test_error=15.0, test_error_median_last5=15.0, tail_change="")]
-    assert bench.ablation_table(rows) == ""
-    assert "| no | yes | `mixup` | 15.00 |" in bench.ablation_table([{**rows[0], "algorithm": "mixup"}])
+    assert report.ablation_table(rows) == ""
+    assert "| no | yes | `mixup` | 15.00 |" in report.ablation_table([{**rows[0], "algorithm": "mixup"}])
 
 
 def test_comparison_table_lists_variant_entries_after_the_papers_rows():
     rows = [dict(algorithm=a, seed=0, test_error=e, test_error_median_last5=e, tail_change="")
             for a, e in [("metafixmatch-norm", 14.0), ("fixmatch", 15.0)]]
-    table = bench.comparison_table(rows, "fmnist-1000")
+    table = report.comparison_table(rows, "fmnist-1000")
     assert table.index("| FixMatch (Sohn et al. 2020) | 15.00 |") < table.index(
         "| `metafixmatch-norm` (`metafixmatch`, meta_step=normalised) | 14.00 |")
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from metassl.algorithms import Batch, StepContext
-from metassl.algorithms.metamixup import MetaSSL
-from metassl.bench_step import ReferenceMetaMixup, bench_step, format_table
+from metassl.algorithms.metamixup import MetaMixup
+from metassl.experiments.step import ReferenceMetaMixup, bench_step, format_table
 from metassl.config import Config
 from metassl.models import build_model
 from metassl.train import train_step
@@ -37,8 +37,8 @@ def setup(channels_last=False):
 def test_fast_meta_step_matches_the_authors_pass_sequence():
     """Same corrected pseudo-labels (to 1e-5) and the same parameter update (to 1e-5) in float32."""
     model, batch, ctx = setup()
-    (y_ref_plain, y_ref), p_ref = one_step(ReferenceMetaMixup(True, True, eps_scale=EPS, mixup_gamma=1.0), model, batch, ctx)
-    (y_plain, y_fast), p_fast = one_step(MetaSSL(True, True, eps_scale=EPS, mixup_gamma=1.0, fused=True), model, batch, ctx)
+    (y_ref_plain, y_ref), p_ref = one_step(ReferenceMetaMixup(eps_scale=EPS, mixup_gamma=1.0), model, batch, ctx)
+    (y_plain, y_fast), p_fast = one_step(MetaMixup(eps_scale=EPS, mixup_gamma=1.0, fused=True), model, batch, ctx)
     assert (y_ref - y_ref_plain).abs().max() > 1e-3          # the correction is not vacuous
     torch.testing.assert_close(y_fast, y_ref, rtol=0, atol=1e-5)
     for a, b in zip(p_fast, p_ref):
@@ -48,8 +48,8 @@ def test_fast_meta_step_matches_the_authors_pass_sequence():
 def test_channels_last_gives_the_same_update():
     model, batch, ctx = setup()
     model_cl, batch_cl, _ = setup(channels_last=True)
-    (_, y), p = one_step(MetaSSL(True, True, eps_scale=EPS, mixup_gamma=1.0), model, batch, ctx)
-    (_, y_cl), p_cl = one_step(MetaSSL(True, True, eps_scale=EPS, mixup_gamma=1.0), model_cl, batch_cl, ctx)
+    (_, y), p = one_step(MetaMixup(eps_scale=EPS, mixup_gamma=1.0), model, batch, ctx)
+    (_, y_cl), p_cl = one_step(MetaMixup(eps_scale=EPS, mixup_gamma=1.0), model_cl, batch_cl, ctx)
     torch.testing.assert_close(y_cl, y, rtol=0, atol=1e-5)
     for a, b in zip(p_cl, p):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -76,7 +76,7 @@ def test_bench_step_reports_medians_quartiles_throughput_and_ratio_to_mixup(monk
         seen.append(list(variants))
         return {v: times[v] for v in variants}
 
-    monkeypatch.setattr("metassl.bench_step.time_variants", fake_times)
+    monkeypatch.setattr("metassl.experiments.step.time_variants", fake_times)
     res = bench_step("mlp", batch=8, device="cpu", repeat=3, variants=["supervised", "metamixup"], memory=False)
     assert seen == [["mixup", "supervised", "metamixup"]]
     v = res["variants"]

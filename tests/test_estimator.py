@@ -95,7 +95,7 @@ def test_import_metassl_stays_light():
 
 
 # --- the small-data defaults ------------------------------------------------------------------------------
-from metassl import estimator as est_mod  # noqa: E402
+from metassl.estimator import classifier, recipe as est_mod  # noqa: E402
 
 
 def test_auto_budget_is_derived_from_the_data_size():
@@ -149,3 +149,10 @@ def test_n_jobs_sets_torch_threads_only_during_fit(digits):
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="n_jobs"):
         MetaSSLClassifier(iterations=2, n_jobs=0).fit(X_tr, y_semi)
+
+
+def test_label_spreading_init_without_scikit_learn_is_refused_not_skipped(monkeypatch):
+    monkeypatch.setattr(classifier, "BaseEstimator", None)          # as if scikit-learn were not installed
+    X, y = np.random.default_rng(0).normal(size=(40, 3)), np.repeat([0, 1, -1, -1], 10)
+    with pytest.raises(ValueError, match="init='label_spreading' needs scikit-learn"):
+        MetaSSLClassifier(init="label_spreading", iterations=2, random_state=0).fit(X, y)

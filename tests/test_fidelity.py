@@ -79,7 +79,7 @@ def test_meta_algorithms_unroll_exact_with_the_step_lr(algorithm, monkeypatch):
     algo = build_algorithm(cfg)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-    algo.step(model, _tiny_batch(len(algo.views)), StepContext(iteration=5, lr=0.037, beta=0.037,
+    algo.step(model, _tiny_batch(len(algo.views)), StepContext(iteration=5, lr=0.037, meta_step_size=0.037,
                                                                consistency_weight=1.0, num_classes=3))
     assert seen == [0.037]
 
@@ -100,7 +100,7 @@ def _metafixmatch_y_hat(rank: int, world: int, init_file: str, out_dir: str) -> 
     lo, hi = rank * 8 // world, (rank + 1) * 8 // world
     shard = Batch(full.x_lb[lo:hi], full.y_lb[lo:hi], [v[lo:hi] for v in full.x_ulb])
     reduce = (lambda g: distributed.average_dict(g, d)) if world > 1 else None   # the trainer's, meta_scope=global
-    ctx = StepContext(iteration=0, lr=0.1, beta=1.0, consistency_weight=1.0, num_classes=3, reduce_grad=reduce)
+    ctx = StepContext(iteration=0, lr=0.1, meta_step_size=1.0, consistency_weight=1.0, num_classes=3, reduce_grad=reduce)
     torch.save(pseudo_labels_of(algo, algo.step(model, shard, ctx))[1], f"{out_dir}/{rank}.pt")
     if world > 1:
         torch.distributed.destroy_process_group()
@@ -150,16 +150,16 @@ def test_the_authors_presets_pad_with_zeros_and_ours_reflect():
 
 # --- the authors' presets take their step: pass order and learning-rate schedule ------------------------
 def _schedules():
-    from metassl.schedule import beta_at, lr_at
-    return lr_at, beta_at
+    from metassl.schedule import meta_step_size_at, lr_at
+    return lr_at, meta_step_size_at
 
 
 @pytest.mark.parametrize("preset", ["svhn-1000", "cifar10-4000", "cifar100-10000"])
 def test_the_authors_presets_use_their_warmup_decay_and_pass_order(preset):
-    lr_at, beta_at = _schedules()
+    lr_at, meta_step_size_at = _schedules()
     cfg = build_config(preset)
     assert cfg.meta_fused is False                       # a separate plain pseudo-label forward, as theirs
-    assert lr_at(0, cfg) == 0.0 and beta_at(0, cfg) == 0.0   # lr * step / warmup from step 0
+    assert lr_at(0, cfg) == 0.0 and meta_step_size_at(0, cfg) == 0.0   # lr * step / warmup from step 0
     assert lr_at(1, cfg) == pytest.approx(0.1 / 4000)
     assert lr_at(2000, cfg) == pytest.approx(0.05)
     assert lr_at(4000, cfg) == pytest.approx(0.1)
@@ -209,11 +209,21 @@ def test_mixed_consistency_and_meta_phi_are_rejected_in_one_line(algorithm, cons
     assert "\n" not in line and f"consistency={consistency}" in line and f"meta_phi={meta_phi}" in line
 
 
-@pytest.mark.parametrize("overrides", [["consistency=kl", "meta_phi=kl"], ["consistency=mse", "meta_phi=mse"],
-                                       ["algorithm=mixup", "consistency=kl"], ["algorithm=neither", "consistency=kl"],
-                                       ["algorithm=metafixmatch", "meta_phi=kl"]])
-def test_matching_or_unused_keys_are_accepted(overrides):
-    build_algorithm(build_config(overrides=overrides))
+@pytest.mark.parametrize("overrides,loss", [(["consistency=kl", "meta_phi=kl"], "kl"),
+                                            (["consistency=mse", "meta_phi=mse"], "mse"),
+                                            (["algorithm=mixup", "consistency=kl"], "kl"),
+                                            (["algorithm=neither", "consistency=kl"], "kl")])
+def test_matching_or_unused_keys_build_the_loss_they_name(overrides, loss):
+    """Where Phi is used it is the named loss on both sides; rows without the correction read only `consistency`."""
+    algo = build_algorithm(build_config(overrides=overrides))
+    assert algo.consistency == loss
+    if algo.meta:
+        assert algo.meta_phi == loss
+
+
+def test_metafixmatch_takes_meta_phi_into_its_correction():
+    algo = build_algorithm(build_config(overrides=["algorithm=metafixmatch", "meta_phi=kl"]))
+    assert algo.correction.meta_phi == "kl"
 
 
 # --- the default meta-gradient is accurate on every registered backbone -----------------------------------
@@ -227,7 +237,7 @@ def _backbones():
 def test_default_meta_gradient_agrees_with_exact_on_every_backbone(name):
     """What `metassl check --json` reports as `default`, at each backbone's natural shape (wrn-28-8 at 12 px),
     batch 2+2, float64, at init. resnet18 at 64 px (ImageNet stem) gave cosine 0.91 with fd at the default eps."""
-    from metassl.check import agreement_on, calibrate_bn
+    from metassl.diagnostics.check import agreement_on, calibrate_bn
     from metassl.config import Config
     from metassl.models import build_model, natural_shape
     channels, size = natural_shape(name)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from metassl.data import imagefolder as imf
+from metassl.data.sampling import UnlabeledSchedule
 from metassl.errors import UserError
 
 PIL = pytest.importorskip("PIL.Image")
@@ -63,7 +64,7 @@ def test_subset_roundtrip_and_formats(tree: Path, tmp_path: Path) -> None:
 def _batches(idx: imf.FolderIndex, start: int, end: int, workers: int = 0, rank: int = 0, world: int = 1,
              views: tuple[str, ...] = ("weak", "strong")) -> list[imf.RawBatch]:
     lab, unl = np.arange(0, 18, 3), np.setdiff1d(np.arange(18), np.arange(0, 18, 3))
-    return list(imf.train_loader(idx, lab, unl, views, 4, 6, seed=5, start=start, end=end, size=S,
+    return list(imf.train_loader(idx, lab, unl, views, 4, UnlabeledSchedule(6), seed=5, start=start, end=end, size=S,
                                  num_workers=workers, rank=rank, world=world))
 
 
@@ -121,7 +122,7 @@ def test_corrupt_image_is_a_user_error(tree: Path, workers: int) -> None:
     idx = imf.scan(tree, refresh=True)
     k = int(np.flatnonzero(idx.train_files == b"n02/n02_broken.JPEG")[0])
     with pytest.raises(UserError, match="n02_broken.JPEG") as e:
-        list(imf.train_loader(idx, [k], [], (), 1, 0, 0, 0, 1, S, num_workers=workers))
+        list(imf.train_loader(idx, [k], [], (), 1, UnlabeledSchedule(0), 0, 0, 1, S, num_workers=workers))
     assert "\n" not in str(e.value) and "Traceback" not in str(e.value)
 
 

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metassl.algorithms.meta_gradient import correct_pseudo_labels, meta_gradient, project_to_simplex
-from metassl.check import agreement
+from metassl.diagnostics.check import agreement
 from metassl.config import Config
 from metassl.torch_utils import eval_mode
 

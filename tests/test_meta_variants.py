@@ -16,7 +16,7 @@ from metassl.algorithms.metafixmatch import MetaFixMatch
 from metassl.algorithms.metaflexmatch import MetaFlexMatch
 from metassl.config import Config
 from metassl.errors import UserError
-from metassl.schedule import beta_at, lr_at
+from metassl.schedule import meta_step_size_at, lr_at
 
 from .conftest import make_tiny_data, tiny_batch, tiny_context, tiny_net
 
@@ -52,9 +52,9 @@ def test_lr_step_is_eq6_and_rho_follows_the_beta_schedule():
     torch.testing.assert_close(correct_pseudo_labels(y, g, 0.3), project_to_simplex(y - 0.3 * g, "relu"))
     cfg = dataclasses.replace(Config(), meta_step="normalised", meta_rho=0.2, iterations=100, warmup=10)
     for it in (0, 5, 50, 99):
-        assert beta_at(it, cfg) == pytest.approx(0.2 * lr_at(it, cfg) / cfg.lr)
-        assert beta_at(it, dataclasses.replace(cfg, beta_schedule="constant")) == 0.2
-        assert beta_at(it, dataclasses.replace(cfg, meta_step="lr")) == pytest.approx(lr_at(it, cfg))  # today's
+        assert meta_step_size_at(it, cfg) == pytest.approx(0.2 * lr_at(it, cfg) / cfg.lr)
+        assert meta_step_size_at(it, dataclasses.replace(cfg, beta_schedule="constant")) == 0.2
+        assert meta_step_size_at(it, dataclasses.replace(cfg, meta_step="lr")) == pytest.approx(lr_at(it, cfg))  # today's
     with pytest.raises(UserError, match="meta_rho=0.0 is out of range"):
         dataclasses.replace(Config(), meta_rho=0.0).resolved()
     with pytest.raises(UserError, match="meta_step='big' is not allowed"):
@@ -81,18 +81,19 @@ def test_holdout_split_is_disjoint_fixed_and_recorded():
 def test_data_source_draws_the_held_out_batch_from_the_held_out_images_only():
     from metassl.data import labeled_split
     from metassl.data.resident import prepare_data
+    from metassl.data.sampling import UnlabeledSchedule
     data = make_tiny_data(n_train=80, size=6)
     split = labeled_split(data.y_train, 16, 4, 0, meta_holdout=0.25)
     dd = prepare_data(data, split, torch.device("cpu"), flip="false", translate=0)
     held = dd.view(dd.x_train[torch.from_numpy(split.meta)], "none").flatten(1)      # (4, 36)
     seen = dd.view(dd.x_train[torch.from_numpy(split.labeled)], "none").flatten(1)
-    for batch in dd.batches(0, 3, ("weak",), 8, 8, seed=0):
+    for batch in dd.batches(0, 3, ("weak",), 8, UnlabeledSchedule(8), seed=0):
         for x in batch.x_meta.flatten(1):
             assert (held - x).abs().sum(1).min() < 1e-5
         for x in batch.x_lb.flatten(1):
             assert (held - x).abs().sum(1).min() > 1e-3 and (seen - x).abs().sum(1).min() < 1e-5
     assert next(prepare_data(data, labeled_split(data.y_train, 16, 4, 0), torch.device("cpu")).batches(
-        0, 1, ("weak",), 8, 8, seed=0)).x_meta is None
+        0, 1, ("weak",), 8, UnlabeledSchedule(8), seed=0)).x_meta is None
 
 
 @pytest.mark.parametrize("name", ["meta", "metamixup", "metafixmatch", "metaflexmatch"])
@@ -249,14 +250,14 @@ def test_mpl_resumes_its_teacher_and_optimiser_exactly():
 
 # ------------------------------------------------------------------ tuning: the variants' knobs, the same budget
 def test_variant_dims_are_searched_only_where_the_variant_is_on():
-    from metassl import bench
-    from metassl.tune import SPACES, points, resolve, space_of
-    lr_step = bench.run_config("fmnist-100", "metamixup", 1, False, {})
-    normalised = bench.run_config("fmnist-100", "metamixup", 1, False, {"meta_step": "normalised"})
+    from metassl.experiments import suites
+    from metassl.experiments.tune import SPACES, points, resolve, space_of
+    lr_step = suites.run_config("fmnist-100", "metamixup", 1, {})
+    normalised = suites.run_config("fmnist-100", "metamixup", 1, {"meta_step": "normalised"})
     assert "beta" in space_of("metamixup", lr_step) and "meta_rho" not in space_of("metamixup", lr_step)
     assert "meta_rho" in space_of("metamixup", normalised) and "beta" not in space_of("metamixup", normalised)
     assert len(space_of("metamixup", lr_step)) == len(space_of("metamixup", normalised))   # the same budget
     for p in points("metamixup", "fmnist-100", 3, 0, normalised)[1:]:
         assert 0.02 <= p["meta_rho"] <= 1.0
-    for p in points("mpl", "fmnist-100", 3, 0, bench.run_config("fmnist-100", "mpl", 1, False, {})):
-        build_algorithm(bench.run_config("fmnist-100", "mpl", 1, False, resolve(p, SPACES["mpl"], 400)))
+    for p in points("mpl", "fmnist-100", 3, 0, suites.run_config("fmnist-100", "mpl", 1, {})):
+        build_algorithm(suites.run_config("fmnist-100", "mpl", 1, resolve(p, SPACES["mpl"], 400)))

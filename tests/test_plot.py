@@ -1,4 +1,4 @@
-"""`metassl plot` and `metassl features`: well-formed PNGs from tiny runs; one-line errors otherwise."""
+"""`metassl plot` and `metassl tsne`: well-formed PNGs from tiny runs; one-line errors otherwise."""
 import sys
 
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 
 from metassl.cli import main
 from metassl.config import build_config
-from metassl.plot import read_metrics, smooth, time_to_error
+from metassl.diagnostics.plot import smooth, time_to_error
+from metassl.log import read_metrics
 from metassl.train import train
 from tests.conftest import make_tiny_data, write_tiny_npz
 
@@ -66,15 +67,15 @@ def test_plot_errors_are_one_line(runs, tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and "pip install matplotlib" in err
 
 
-def test_features_writes_a_tsne_png_of_test_features(runs, tmp_path, capsys):
+def test_tsne_writes_a_png_of_test_features(runs, tmp_path, capsys):
     out = tmp_path / "tsne.png"
-    assert main(["features", str(runs[0]), "--out", str(out), "--n", "40", "--device", "cpu"]) == 0
+    assert main(["tsne", str(runs[0]), "--out", str(out), "--n", "40", "--device", "cpu"]) == 0
     assert is_png(out) and str(out) in capsys.readouterr().out
 
 
-def test_features_without_scikit_learn_is_one_line(runs, tmp_path, capsys, monkeypatch):
+def test_tsne_without_scikit_learn_is_one_line(runs, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.manifold", None)
-    assert main(["features", str(runs[0]), "--out", str(tmp_path / "t.png")]) == 2
+    assert main(["tsne", str(runs[0]), "--out", str(tmp_path / "t.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install scikit-learn" in err
 

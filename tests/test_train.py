@@ -9,8 +9,9 @@ import torch
 from metassl import checkpoint
 from metassl.config import build_config
 from metassl.data.sources import DEBIAN_FASHION_MNIST
-from metassl.schedule import beta_at, consistency_weight_at, lr_at
+from metassl.schedule import consistency_weight_at, lr_at, meta_step_size_at
 from metassl.train import train
+from tests.conftest import train_killed_after
 
 TINY = ["device=cpu", "batch_size=16", "iterations=12", "eval_every=4", "checkpoint_every=4", "log_every=2",
         "warmup=2", "consistency_rampup=4", "num_labels=40", "translate=1", "lr=0.05"]
@@ -22,9 +23,9 @@ def test_schedules_follow_warmup_cosine_step_and_beta_modes():
     assert lr_at(60, cfg) == pytest.approx(0.05) and lr_at(110, cfg) == pytest.approx(0.0, abs=1e-12)
     step = build_config(None, None, ["lr=0.1", "warmup=0", "lr_schedule=step", "lr_steps=5,8"])
     assert [round(lr_at(i, step), 6) for i in (4, 5, 8)] == [0.1, 0.01, 0.001]
-    assert beta_at(60, cfg) == lr_at(60, cfg)                            # authors: beta = lr
+    assert meta_step_size_at(60, cfg) == lr_at(60, cfg)                            # authors: beta = lr
     const = build_config(None, None, ["beta_schedule=constant", "beta=0.3"])
-    assert beta_at(0, const) == 0.3 and beta_at(500, const) == 0.3
+    assert meta_step_size_at(0, const) == 0.3 and meta_step_size_at(500, const) == 0.3
     assert consistency_weight_at(0, cfg) == 0 and consistency_weight_at(10**6, cfg) == cfg.consistency_weight
 
 
@@ -43,9 +44,6 @@ def test_run_directory_holds_config_split_metrics_checkpoint_and_results(tmp_pat
     assert [e["iteration"] for e in evals] == [4, 8, 12]
 
 
-class Interrupt(Exception):
-    pass
-
 
 @pytest.mark.parametrize("algorithm, extra", [("metamixup", []), ("meta", []),
                                               ("meanteacher", ["labeled_warmup=10"])])   # resumed inside the warm-up
@@ -53,18 +51,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, tiny_data, mo
     cfg = build_config(None, None, TINY + [f"algorithm={algorithm}", "ema=0.9", *extra])
     full = train(cfg, tmp_path / "full", data=tiny_data, quiet=True)
 
-    real_save, saves = checkpoint.save, []
-
-    def save_then_die(state, run_dir):
-        real_save(state, run_dir)
-        saves.append(state["iteration"])
-        if len(saves) == 2:
-            raise Interrupt  # killed right after the checkpoint at iteration 8
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(Interrupt):
-        train(cfg, tmp_path / "cut", data=tiny_data, quiet=True)
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    train_killed_after(cfg, tmp_path / "cut", tiny_data, monkeypatch, checkpoints=2)   # the one at iteration 8
     resumed = train(cfg, tmp_path / "cut", data=tiny_data, quiet=True, resume=True)
 
     a, b = checkpoint.load(tmp_path / "full"), checkpoint.load(tmp_path / "cut")

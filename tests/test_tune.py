@@ -7,12 +7,13 @@ import json
 
 import pytest
 
-from metassl import bench, train as train_module
+from metassl import train as train_module
+from metassl.experiments import suites
 from metassl.algorithms import build_algorithm
-from metassl.bench import run_bench
+from metassl.experiments.bench import run_bench
 from metassl.cli import main
 from metassl.errors import UserError
-from metassl.tune import SPACES, bench_values, load_tuned, points, resolve, rungs, run_tune, space_of
+from metassl.experiments.tune import SPACES, bench_values, load_tuned, points, resolve, rungs, run_tune, space_of
 from tests.conftest import make_tiny_data
 
 TINY = dict(num_labels=16, batch_size=8, device="cpu", eval_batch_size=64, log_every=2)
@@ -66,7 +67,7 @@ def test_tune_picks_the_lowest_validation_error_never_the_test_error(tmp_path, r
     assert entry["budget"]["num_val"] == 8 and len(entry["trials"]) == 6
     assert set(entry["values"]) == set(SPACES["fixmatch"]) and entry["values"]["lr"] == lrs[best_on_val]
     assert entry["fractions"]["consistency_rampup"] == points("fixmatch", "fmnist-1000", 4, 0,
-                                                             bench.run_config("fmnist-1000", "fixmatch", 0, False, TINY)
+                                                             suites.run_config("fmnist-1000", "fixmatch", 0, TINY)
                                                              )[best_on_val]["consistency_rampup"]
     assert "test" not in json.dumps(entry["trials"]) and "test_error" not in json.dumps(entry)
     # every trial was scored on its own validation split, held out of the training set
@@ -79,21 +80,21 @@ def test_tune_picks_the_lowest_validation_error_never_the_test_error(tmp_path, r
 
 
 def test_trial_zero_is_the_entry_defaults_and_every_space_builds():
-    base = bench.run_config("fmnist-1000", "fixmatch", 0, False, {})
+    base = suites.run_config("fmnist-1000", "fixmatch", 0, {})
     p0 = points("fixmatch", "fmnist-1000", 3, 0, base)[0]
     assert p0["lr"] == base.lr and p0["fixmatch_weight"] == 1.0 and p0["consistency_rampup"] == pytest.approx(0.1)
     assert points("fixmatch", "fmnist-1000", 3, 0, base) == points("fixmatch", "fmnist-1000", 3, 0, base)
-    for name in bench.DEFAULT_ALGORITHMS + ["mpl", *bench.VARIANTS]:   # the meta variants too
-        base = bench.run_config("fmnist-100", name, 1, False, {})
+    for name in suites.DEFAULT_ALGORITHMS + ["mpl", *suites.ENTRIES]:   # the meta variants too
+        base = suites.run_config("fmnist-100", name, 1, {})
         for p in points(name, "fmnist-100", 4, 1, base):
-            cfg = bench.run_config("fmnist-100", name, 1, False, resolve(p, space_of(name, base), 400))
+            cfg = suites.run_config("fmnist-100", name, 1, resolve(p, space_of(name, base), 400))
             build_algorithm(cfg)
 
 
 def test_a_bench_variant_searches_its_algorithms_space_with_its_option_on():
-    norm = space_of("metamixup-norm", bench.run_config("fmnist-100", "metamixup-norm", 0, False, {}))
+    norm = space_of("metamixup-norm", suites.run_config("fmnist-100", "metamixup-norm", 0, {}))
     assert "meta_rho" in norm and "beta" not in norm and "consistency_weight" in norm
-    plain = space_of("metamixup", bench.run_config("fmnist-100", "metamixup", 0, False, {}))
+    plain = space_of("metamixup", suites.run_config("fmnist-100", "metamixup", 0, {}))
     assert "beta" in plain and "meta_rho" not in plain
 
 
@@ -141,7 +142,7 @@ def test_cli_tune_and_bench_tuned_reject_bad_input(tmp_path, capsys):
 
 
 def test_every_committed_tuned_file_loads_and_builds_its_entry():
-    from metassl.tune import TUNED_DIR
+    from metassl.experiments.tune import TUNED_DIR
 
     files = sorted(TUNED_DIR.glob("*/*.yaml"))
     assert files, "no committed tuned settings"
@@ -149,5 +150,5 @@ def test_every_committed_tuned_file_loads_and_builds_its_entry():
         suite, name = path.parent.name, path.stem
         entry = load_tuned(suite, name)
         assert entry["budget"]["num_val"] > 0 and entry["chosen_trial"] in {t["trial"] for t in entry["trials"]}
-        cfg = bench.run_config(suite, name, 0, False, {}, bench_values(entry, bench.FULL["iterations"]))
+        cfg = suites.run_config(suite, name, 0, tuned=bench_values(entry, suites.FULL["iterations"]))
         build_algorithm(cfg)

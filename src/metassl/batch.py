@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from .data.sampling import UnlabeledSchedule
     from .data.split import Split
 
 
@@ -55,7 +56,7 @@ class DataSource(Protocol):
     @property
     def shape(self) -> tuple[int, int]: ...          # (in_channels, image_size)
 
-    def batches(self, start: int, end: int, views: tuple[str, ...], batch_size: int, unlabeled_batch_size: int,
+    def batches(self, start: int, end: int, views: tuple[str, ...], batch_size: int, unlabeled: UnlabeledSchedule,
                 seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]: ...
 
     def eval_batches(self, split: str, batch_size: int, rank: int = 0,

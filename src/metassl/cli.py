@@ -1,5 +1,5 @@
 """Command line: `metassl train | eval | predict | export | presets | check | algorithms | bench | tune | plot
-| features`.
+| tsne`.
 
     metassl train --preset fmnist-1000 iterations=200 device=cpu --out runs/quick
     metassl train --resume runs/quick
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -96,7 +97,7 @@ def cmd_algorithms(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import check_model, check_run, format_check
+    from .diagnostics.check import check_model, check_run, format_check
     from .models import model_names
 
     if args.run:
@@ -116,9 +117,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
     from .config import parse_overrides
-    from .tune import TUNED_DIR
+    from .experiments.bench import run_bench
+    from .experiments.suites import default_out
+    from .experiments.tune import TUNED_DIR
 
     text = args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2")
     try:
@@ -127,17 +129,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds {text!r} is not allowed; give comma-separated integers, e.g. 0,1,2") from None
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
     tuned_dir = (args.tuned_dir or TUNED_DIR) if args.tuned or args.tuned_dir else None
-    rows = run_bench(args.suite, seeds=seeds, algorithms=algorithms, quick=args.quick, out=args.out,
+    out = args.out or default_out(args.suite, args.quick, bool(tuned_dir))
+    rows = run_bench(args.suite, seeds=seeds, algorithms=algorithms, quick=args.quick, out=out,
                      overrides=parse_overrides(args.overrides), quiet=not args.progress, tuned_dir=tuned_dir,
                      raw_weights=args.raw_weights)
-    out = args.out or f"runs/bench/{args.suite}{'-quick' if args.quick else ''}{'-tuned' if tuned_dir else ''}"
     print(f"{len(rows)} runs; tables in {out}/summary.md, rows in {out}/summary.csv")
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from .config import parse_overrides
-    from .tune import run_tune
+    from .experiments.tune import run_tune
 
     res = run_tune(args.suite, args.algorithm, trials=args.trials, eta=args.eta, iterations=args.iterations,
                    num_val=args.num_val, seed=args.seed, out=args.out, tuned_dir=args.tuned_dir,
@@ -148,17 +150,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .plot import plot_runs
+    from .diagnostics.plot import plot_runs
 
     for path in plot_runs(args.run_dirs, args.out):
         print(path)
     return 0
 
 
-def cmd_features(args: argparse.Namespace) -> int:
-    from .features import plot_features
+def cmd_tsne(args: argparse.Namespace) -> int:
+    from .diagnostics.tsne import plot_tsne
 
-    print(plot_features(args.run_dir, args.out, n=args.n, device=args.device))
+    print(plot_tsne(args.run_dir, args.out, n=args.n, device=args.device))
     return 0
 
 
@@ -182,14 +184,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_bench_step(args: argparse.Namespace) -> int:
     from .algorithms import ALGORITHMS
-    from .bench_step import VARIANTS, bench_step, format_table
+    from .experiments.step import VARIANTS, bench_step, format_table
 
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     for v in variants or []:
         if v not in VARIANTS and v not in ALGORITHMS:
             raise UserError(f"--variants: unknown variant {v!r}; choose from: {', '.join(VARIANTS)} or an algorithm "
                             f"({', '.join(sorted(ALGORITHMS))})")
-    res = bench_step(args.model, args.batch, args.device, args.repeat, variants, not args.no_channels_last,
+    res = bench_step(args.model, args.batch, args.device, args.repeat, variants, channels_last=not args.no_channels_last,
                      memory=not args.no_memory, amp=args.amp)
     print(json.dumps(res) if args.json else format_table(res))
     return 0
@@ -247,13 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small budget, a smoke run of the whole bench (~10 min on 2 cores)")
     b.add_argument("--out", help="bench directory (default runs/bench/<suite>[-quick]); re-run to finish a bench")
     b.add_argument("--progress", action="store_true", help="show each run's progress line")
-    b.add_argument("--tuned", action="store_true", help="apply the committed `metassl tune` choices (src/metassl/tuned/)")
+    b.add_argument("--tuned", action="store_true", help="apply the committed `metassl tune` choices (src/metassl/experiments/tuned/)")
     b.add_argument("--tuned-dir", help="apply the tuned files of this folder instead (<suite>/<entry>.yaml)")
     b.add_argument("--raw-weights", action="store_true", help="report the raw weights of runs that also evaluated "
                                                                "an EMA (ema > 0), e.g. when validation says EMA does not pay")
     b.set_defaults(func=cmd_bench)
 
-    from .tune import BUDGET
+    from .experiments.tune import BUDGET
     tu = sub.add_parser("tune", help="successive halving over an entry's search space, scored on validation; "
                                      "writes the chosen settings for `bench --tuned`")
     tu.add_argument("suite", help="fmnist-1000 | fmnist-100")
@@ -265,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--num-val", type=int, default=BUDGET["num_val"], help="validation images held out of training")
     tu.add_argument("--seed", type=int, default=0, help="run and split seed of every trial; seeds the sampling")
     tu.add_argument("--out", help="trial runs (default runs/tune/<suite>/<entry>); re-run to finish a tune")
-    tu.add_argument("--tuned-dir", help="where the choice is written (default src/metassl/tuned/)")
+    tu.add_argument("--tuned-dir", help="where the choice is written (default runs/tuned/; apply with bench --tuned-dir)")
     tu.add_argument("--progress", action="store_true", help="show each trial's progress line")
     tu.set_defaults(func=cmd_tune)
 
@@ -274,12 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="output folder (default: the run for one run, plots/ for several)")
     pl.set_defaults(func=cmd_plot)
 
-    f = sub.add_parser("features", help="t-SNE of a run's penultimate-layer features of test images")
+    f = sub.add_parser("tsne", help="t-SNE of a run's penultimate-layer features of test images")
     f.add_argument("run_dir")
     f.add_argument("--out", help="PNG file (default RUN_DIR/features_tsne.png)")
     f.add_argument("--n", type=int, default=2000, help="test images in the plot (class-stratified sample)")
     f.add_argument("--device", default="auto")
-    f.set_defaults(func=cmd_features)
+    f.set_defaults(func=cmd_tsne)
 
     pr = sub.add_parser("predict", help="CSV of predicted class and probabilities for an .npz or an image folder")
     pr.add_argument("run_dir")
@@ -321,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("metassl: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:     # under torchrun: leave the process group
+            from . import distributed
+            distributed.teardown()
 
 
 if __name__ == "__main__":

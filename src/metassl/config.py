@@ -106,6 +106,9 @@ class Config:
     iterations: int = 3000           # training iterations (one labeled + one unlabeled batch each)
     batch_size: int = 64             # labeled images per iteration
     unlabeled_batch_size: int = 0    # unlabeled images per iteration (0 = same as batch_size; mixup needs equal)
+    unlabeled_batch_start: int = 0   # > 0: the unlabeled batch grows linearly from this size to unlabeled_batch_size over
+                                     # unlabeled_batch_rampup iterations after labeled_warmup (Fast FixMatch's curriculum)
+    unlabeled_batch_rampup: int = 0  # iterations of that growth
     lr: float = 0.05                 # peak SGD learning rate (0 < lr <= 10)
     momentum: float = 0.9            # SGD momentum (0 <= m < 1)
     nesterov: bool = False           # Nesterov momentum (the authors: no)
@@ -181,6 +184,8 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("iterations", lambda v: v > 0, "a positive integer"),
     ("batch_size", lambda v: v > 0, "a positive integer"),
     ("unlabeled_batch_size", lambda v: v > 0, "a positive integer (0 = same as batch_size)"),
+    ("unlabeled_batch_start", lambda v: v >= 0, "an integer >= 0 (0 = a fixed unlabeled batch)"),
+    ("unlabeled_batch_rampup", lambda v: v >= 0, "an integer >= 0 (iterations)"),
     ("lr", lambda v: 0 < v <= 10, "a number in (0, 10]"),
     ("momentum", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("weight_decay", lambda v: v >= 0, "a number >= 0"),
@@ -213,6 +218,10 @@ def validate(c: Config) -> None:
         raise UserError(f"device={c.device!r} is not allowed; choose one of: auto, cpu, cuda, cuda:N")
     if c.lr_schedule == "step":
         parse_steps(c.lr_steps)
+    if c.unlabeled_batch_start and not (c.unlabeled_batch_start < c.unlabeled_batch_size and c.unlabeled_batch_rampup):
+        raise UserError(f"unlabeled_batch_start={c.unlabeled_batch_start} needs unlabeled_batch_size > it (now "
+                        f"{c.unlabeled_batch_size}) and unlabeled_batch_rampup > 0 (now {c.unlabeled_batch_rampup}) "
+                        f"iterations to grow over")
 
 
 def parse_steps(text: str) -> list[int]:

@@ -92,8 +92,10 @@ def _attempt_store() -> dist.Store:
     return dist.PrefixStore(f"metassl/attempt{restart_count()}/", store)
 
 
-def teardown(d: Dist) -> None:
-    if d.world > 1 and dist.is_initialized():
+def teardown() -> None:
+    """Leave the process group, once the process has nothing more to train (the command line calls it on exit;
+    a process that trains several runs keeps one group for all of them)."""
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -17,15 +17,11 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .errors import UserError
-
-if TYPE_CHECKING:
-    from .predict import TrainedModel
 
 INFO_FILE = "metassl.json"
 
@@ -43,19 +39,21 @@ class Preprocessed(nn.Module):
         return self.net((x.to(torch.float32) / 255 - self.mean) / self.std)
 
 
-def export_program(trained: "TrainedModel", out: str | Path) -> Path:
-    """Write `trained` with its preprocessing as a torch.export program to `out` and return the path."""
+def export_program(model: nn.Module, mean: Tensor, std: Tensor, classes: list[str], image_size: int,
+                   out: str | Path, name: str = "") -> Path:
+    """Write `model` (named `name` in errors) behind its normalisation (per-channel `mean`, `std`) as a
+    torch.export program for uint8 images of `image_size` to `out`, with `classes` in its info; returns the path."""
     out = Path(out)
-    net = copy.deepcopy(trained.model).cpu().eval()       # the caller's model stays where it is
+    net = copy.deepcopy(model).cpu().eval()               # the caller's model stays where it is
     net.requires_grad_(False)
-    module = Preprocessed(net, trained.mean.cpu(), trained.std.cpu())
-    c, s = trained.channels, trained.image_size
+    module = Preprocessed(net, mean.cpu(), std.cpu())
+    c, s = mean.numel(), image_size
     example = torch.zeros(2, c, s, s, dtype=torch.uint8)
     try:
         program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     except Exception as e:                              # a custom backbone torch.export cannot capture
-        raise UserError(f"cannot export model {trained.config.model!r} with torch.export: {e}") from None
-    info = {"classes": trained.classes, "channels": c, "image_size": s,
+        raise UserError(f"cannot export model {name!r} with torch.export: {e}") from None
+    info = {"classes": classes, "channels": c, "image_size": s,
             "input": f"uint8 (N, {c}, {s}, {s}), as stored", "output": "logits (N, K) float32"}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, out, extra_files={INFO_FILE: json.dumps(info)})

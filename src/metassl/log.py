@@ -1,4 +1,5 @@
-"""Training logs: metrics.jsonl, optional TensorBoard events, the progress line, pseudo-label quality."""
+"""Training logs: metrics.jsonl (written and read back), optional TensorBoard events, the progress line,
+pseudo-label quality."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .errors import UserError
 from .files import atomic_write_text
 
 
@@ -32,6 +34,36 @@ def pseudo_label_quality(y_tilde: Tensor, y_hat: Tensor, y_true: Tensor) -> dict
     return out
 
 
+def parse_records(text: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """The whole records of a metrics.jsonl text (dicts with an iteration and a kind) and the numbers of the
+    non-blank lines that are not one (a run killed mid-write tears its last line)."""
+    records, torn = [], []
+    for i, line in enumerate(text.splitlines(), 1):
+        try:
+            rec = json.loads(line)
+            if isinstance(rec, dict) and isinstance(rec.get("iteration"), int) and "kind" in rec:
+                records.append(rec)
+                continue
+        except ValueError:
+            pass
+        if line.strip():
+            torn.append(i)
+    return records, torn
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of run_dir/metrics.jsonl, warning once about lines that are not whole records."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no metrics.jsonl; pass a run directory written by `metassl train`")
+    records, torn = parse_records(path.read_text(errors="replace"))
+    if torn:
+        print(f"metassl: warning: skipped {len(torn)} unreadable line(s) of {path}", file=sys.stderr)
+    if not records:
+        raise UserError(f"{path} holds no records yet; plot after the first logging step")
+    return records
+
+
 class Logger:
     """metrics.jsonl (always), TensorBoard events (when tensorboard is installed), a progress line."""
 
@@ -53,19 +85,12 @@ class Logger:
         whole record (a power loss can tear the last one mid-write), with a warning."""
         if not (self.enabled and self.path.exists()):
             return
-        keep, torn = [], []
-        for i, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
-            try:
-                record = json.loads(line) if line.strip() else None
-                if record is not None and record["iteration"] <= iteration:
-                    keep.append(line)
-            except (ValueError, TypeError, KeyError):
-                torn.append(i)
+        records, torn = parse_records(self.path.read_text(errors="replace"))
         if torn:
             many = len(torn) > 1
             print(f"metassl: warning: {self.path} line{'s' * many} {', '.join(map(str, torn))} "
                   f"{'are' if many else 'is'} not a whole record (torn by a crash mid-write?); dropped", file=sys.stderr)
-        atomic_write_text(self.path, "".join(l + "\n" for l in keep))
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records if r["iteration"] <= iteration))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

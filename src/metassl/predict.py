@@ -136,7 +136,8 @@ class TrainedModel:
     def export(self, out: str | Path) -> Path:
         """A torch.export file that needs only torch: uint8 (N, C, H, W) images in, logits out (see export.py)."""
         from .export import export_program
-        return export_program(self, out)
+        return export_program(self.model, self.mean, self.std, self.classes, self.image_size, out,
+                              name=self.config.model)
 
 
 def load(run_dir: str | Path, device: str = "auto") -> TrainedModel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .config import Config, parse_steps
+from .data.sampling import UnlabeledSchedule
 
 
 def lr_at(it: int, cfg: Config) -> float:
@@ -21,8 +22,8 @@ def lr_at(it: int, cfg: Config) -> float:
     return cfg.lr
 
 
-def beta_at(it: int, cfg: Config) -> float:
-    """The correction's step size (StepContext.beta). meta_step=lr: beta_t = beta * lr_t (authors, beta=1), a
+def meta_step_size_at(it: int, cfg: Config) -> float:
+    """The correction's step size (StepContext.meta_step_size). meta_step=lr: beta_t = beta * lr_t (authors, beta=1), a
     constant, or beta on the lr's shape. meta_step=normalised: rho_t = meta_rho, constant or on the lr's shape
     (beta_schedule lr and cosine alike: rho is a length on the simplex, not a multiple of the lr)."""
     if cfg.meta_step == "normalised":
@@ -43,8 +44,15 @@ def consistency_weight_at(it: int, cfg: Config) -> float:
     return cfg.consistency_weight * min(1.0, t / cfg.consistency_rampup)
 
 
+def unlabeled_schedule(cfg: Config, world: int = 1) -> UnlabeledSchedule:
+    """The unlabeled batch of every iteration: fixed, or growing after the labeled-only warm-up."""
+    return UnlabeledSchedule(cfg.unlabeled_batch_size, cfg.unlabeled_batch_start, cfg.unlabeled_batch_rampup,
+                             cfg.labeled_warmup, world)
+
+
 def images_seen(n: int, cfg: Config, uses_unlabeled: bool) -> int:
     """Labeled + unlabeled images the first n iterations consume (global over processes): the labeled-only
     warm-up draws no unlabeled batch."""
-    unlabeled = max(0, n - cfg.labeled_warmup) * cfg.unlabeled_batch_size if uses_unlabeled else 0
+    ulb = unlabeled_schedule(cfg)
+    unlabeled = ulb.first(n) - ulb.first(min(n, cfg.labeled_warmup)) if uses_unlabeled else 0
     return n * cfg.batch_size + unlabeled

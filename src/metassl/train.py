@@ -41,7 +41,7 @@ from .evaluate import error_counts
 from .files import atomic_write_text
 from .log import Logger, pseudo_label_quality
 from .models import build_model, check_model_name
-from .schedule import beta_at, consistency_weight_at, images_seen, lr_at
+from .schedule import consistency_weight_at, images_seen, lr_at, meta_step_size_at, unlabeled_schedule
 from .safety import (DivergenceWatch, StopSignals, check_run_dir, current_stop, mark_launch, nonfinite_weights,
                      open_run_dir, restarted_run, stoppable)
 from .torch_utils import ema_update, resolve_device
@@ -115,10 +115,10 @@ class Run:
 
     cfg: Config
     run_dir: Path
-    d: distributed.Dist
+    dist: distributed.Dist           # this process's rank in the torchrun group (one process: rank 0 of 1)
     device: torch.device
     algo: Algorithm
-    dd: DataSource                   # DeviceData or StreamingData
+    data: DataSource                 # DeviceData or StreamingData: the split's batches on the device
     model: nn.Module
     ema: nn.Module | None
     opt: torch.optim.Optimizer
@@ -161,11 +161,11 @@ def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData |
     algo = build_algorithm(cfg, d.world)      # one-process algorithms refuse torchrun here
     if model is None:
         check_model_name(cfg.model)            # before the data set is loaded
-    dd = build_data(cfg, algo, data, device)
+    source = build_data(cfg, algo, data, device)
 
     torch.manual_seed(cfg.seed)
     if model is None:
-        model = build_model(cfg.model, len(dd.classes), dd.shape[0], dd.shape[1])
+        model = build_model(cfg.model, len(source.classes), source.shape[0], source.shape[1])
     if cfg.sync_bn and d.world > 1:
         model = (nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda"
                  else distributed.convert_sync_batchnorm(model))
@@ -179,7 +179,7 @@ def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData |
     # weight decay on every parameter (BN affine and biases included), as the authors' released code does
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)
-    if algo.uses_unlabeled and not len(dd.unlabeled):
+    if algo.uses_unlabeled and not len(source.unlabeled):
         raise UserError(f"algorithm={cfg.algorithm} needs unlabeled images but the split leaves none; "
                         "lower num_labels or set include_labeled_in_unlabeled=true")
     stop.armed = True                          # from here on SIGINT/SIGTERM stop with a checkpoint
@@ -187,9 +187,9 @@ def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData |
         open_run_dir(run_dir, resume, force)
         mark_launch(run_dir, distributed.launch_id())     # so that a torchrun restart continues this run
         atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
-        atomic_write_text(run_dir / "split.json", json.dumps(dd.split.to_dict()))
+        atomic_write_text(run_dir / "split.json", json.dumps(source.split.to_dict()))
     logger = Logger(run_dir, cfg.iterations, quiet, enabled=d.main)
-    return Run(cfg, run_dir, d, device, algo, dd, model, ema, opt, logger, stop, resume)
+    return Run(cfg, run_dir, d, device, algo, source, model, ema, opt, logger, stop, resume)
 
 
 def continue_after_restart(cfg: Config, run_dir: Path, d: distributed.Dist, force: bool) -> tuple[bool, bool, Config]:
@@ -216,8 +216,8 @@ def restore(run: Run) -> None:
     rank's RNG, history and clocks; metrics.jsonl cut back to it. A run killed before its first
     checkpoint starts over. Rank 0 reads the checkpoint (falling back to prev.pt if last.pt is damaged)
     and broadcasts it, so every rank resumes from the same one."""
-    state = checkpoint.load(run.run_dir) if run.d.main and checkpoint.exists(run.run_dir) else None
-    state = distributed.broadcast_object(state, run.d)
+    state = checkpoint.load(run.run_dir) if run.dist.main and checkpoint.exists(run.run_dir) else None
+    state = distributed.broadcast_object(state, run.dist)
     if state is not None:
         run.model.load_state_dict(state["model"])
         run.opt.load_state_dict(state["optimizer"])
@@ -225,10 +225,10 @@ def restore(run: Run) -> None:
             run.ema.load_state_dict(state["ema"])
         run.algo.load_state_dict(state["algorithm"])
         rngs = state["rng"]
-        if len(rngs) != run.d.world:
+        if len(rngs) != run.dist.world:
             raise UserError(f"{run.run_dir} was checkpointed by {len(rngs)} process(es); resume it with the same "
-                            f"number (now {run.d.world}) for an exact continuation")
-        _set_rng_state(rngs[run.d.rank])
+                            f"number (now {run.dist.world}) for an exact continuation")
+        _set_rng_state(rngs[run.dist.rank])
         run.start, run.history = int(state["iteration"]), list(state["history"])
         run.elapsed, run.train_time = float(state["elapsed"]), float(state["train_time"])
         run.last_saved = run.start or None
@@ -255,10 +255,10 @@ def check_finite(run: Run, n: int) -> None:
 def refresh(run: Run, it: int, ctx: StepContext) -> None:
     """The algorithm's whole-pool work before iteration `it` (a label bank's teacher pass) with the evaluated
     weights, each rank a shard of the pool; one `refresh` record in metrics.jsonl (its cost counts as training)."""
-    dd, d = run.dd, run.d
-    passes = Passes(lambda bs: dd.pool_batches(bs, d.rank, d.world),
-                    lambda bs, held_out: dd.labeled_batches(bs, held_out, d.rank, d.world),
-                    len(dd.unlabeled), bool(dd.flip), lambda t: distributed.sum_all(t, d))
+    data, d = run.data, run.dist
+    passes = Passes(lambda bs: data.pool_batches(bs, d.rank, d.world),
+                    lambda bs, held_out: data.labeled_batches(bs, held_out, d.rank, d.world),
+                    len(data.unlabeled), bool(data.flip), lambda t: distributed.sum_all(t, d))
     t0 = time.perf_counter()
     metrics = run.algo.refresh(run.eval_model, passes, ctx)
     values = {k: v.item() for k, v in metrics.items()}
@@ -273,7 +273,7 @@ def log_train(run: Run, n: int, ctx: StepContext, out: StepOutput, batch: Batch)
     if out.pseudo_labels is not None and batch.y_ulb is not None and bool((batch.y_ulb >= 0).any()):
         metrics = {**metrics, **pseudo_label_quality(*out.pseudo_labels, batch.y_ulb)}
     values = {k: v.item() for k, v in metrics.items()}
-    run.logger.write({"iteration": n, "kind": "train", "lr": ctx.lr, "beta": ctx.beta,
+    run.logger.write({"iteration": n, "kind": "train", "lr": ctx.lr, "meta_step_size": ctx.meta_step_size,
                       "consistency_weight": ctx.consistency_weight, **values})
     rate = (n - run.start) / max(1e-9, time.perf_counter() - run.t0)
     run.logger.progress(n, rate, values, run.history[-1]["test_error"] if run.history else None)
@@ -282,8 +282,8 @@ def log_train(run: Run, n: int, ctx: StepContext, out: StepOutput, batch: Batch)
 def error_on(run: Run, split: str, model: nn.Module | None = None) -> float:
     """Top-1 error (%) of the evaluated weights (or `model`) on 'test' or 'val', each rank a shard, counts summed
     over ranks."""
-    batches = run.dd.eval_batches(split, run.cfg.eval_batch_size, run.d.rank, run.d.world)
-    counts = distributed.sum_all(error_counts(model or run.eval_model, batches, run.device), run.d)
+    batches = run.data.eval_batches(split, run.cfg.eval_batch_size, run.dist.rank, run.dist.world)
+    counts = distributed.sum_all(error_counts(model or run.eval_model, batches, run.device), run.dist)
     return 100.0 * (counts[0] / counts[1].clamp_min(1)).item()
 
 
@@ -291,7 +291,7 @@ def evaluate(run: Run, n: int) -> None:
     """An `eval` record after iteration n: test (and validation) error, training seconds so far (evaluation
     excluded, all sessions) and images consumed so far; appended to the history and metrics.jsonl. With EMA
     weights the raw weights' errors come too (`*_raw`), so one run decides on validation whether EMA pays."""
-    splits = ["test"] + (["val"] if len(run.dd.val) else [])
+    splits = ["test"] + (["val"] if len(run.data.val) else [])
     record: dict[str, Any] = {"iteration": n, "kind": "eval", **{f"{s}_error": error_on(run, s) for s in splits}}
     if run.ema is not None:
         record.update({f"{s}_error_raw": error_on(run, s, run.model) for s in splits})
@@ -304,14 +304,14 @@ def evaluate(run: Run, n: int) -> None:
 def save(run: Run, n: int) -> None:
     """The `last` checkpoint after iteration n (every rank's RNG gathered; rank 0 writes)."""
     run.last_saved = n
-    rngs = distributed.gather_objects(_rng_state(), run.d)     # every rank's RNG, for an exact resume
-    if not run.d.main:
+    rngs = distributed.gather_objects(_rng_state(), run.dist)     # every rank's RNG, for an exact resume
+    if not run.dist.main:
         return
-    dd = run.dd
+    data = run.data
     checkpoint.save({"iteration": n, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
                      "ema": run.ema.state_dict() if run.ema is not None else {}, "algorithm": run.algo.state_dict(),
                      "rng": rngs, "history": run.history, "config": to_dict(run.cfg),
-                     "classes": dd.classes, "shape": list(dd.shape), "mean": dd.mean.cpu(), "std": dd.std.cpu(),
+                     "classes": data.classes, "shape": list(data.shape), "mean": data.mean.cpu(), "std": data.std.cpu(),
                      "elapsed": run.elapsed + time.perf_counter() - run.t0, "train_time": run.train_time}, run.run_dir)
 
 
@@ -319,9 +319,9 @@ def stop_requested(run: Run, n: int) -> bool:
     """SIGINT/SIGTERM seen; under torchrun every process must stop at the same iteration, so they agree
     on logging steps only (one sync)."""
     stopping = run.stop.signum is not None
-    if run.d.world > 1:
+    if run.dist.world > 1:
         flag = torch.tensor(float(stopping), device=run.device)
-        stopping = n % run.cfg.log_every == 0 and bool(distributed.sum_all(flag, run.d) > 0)
+        stopping = n % run.cfg.log_every == 0 and bool(distributed.sum_all(flag, run.dist) > 0)
     return stopping
 
 
@@ -339,12 +339,12 @@ def finish(run: Run) -> dict[str, Any]:
         "train_seconds": round(run.train_time, 2),
         "images_per_second": round(images_seen(cfg.iterations, cfg, run.algo.uses_unlabeled) / max(run.train_time, 1e-9), 1),
         "evaluated": "ema" if run.ema is not None else "raw",
-        "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(run.dd.labeled),
-        "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": run.d.world,
+        "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(run.data.labeled),
+        "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": run.dist.world,
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"
                    + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
     }
-    if run.d.main:
+    if run.dist.main:
         atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=1))
     return results
 
@@ -361,7 +361,7 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     run = setup(cfg, Path(run_dir), model, data, resume, force, quiet)
     if run.resume:
         restore(run)
-    cfg, d = run.cfg, run.d
+    cfg, d = run.cfg, run.dist
     amp = cfg.amp and run.device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
     reduce = (lambda g: distributed.average_dict(g, d)) if d.world > 1 and cfg.meta_scope == "global" else None
@@ -369,14 +369,15 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     # labeled-only warm-up (labeled_warmup): the supervised step, no unlabeled batch, then the algorithm's own
     warm = min(cfg.labeled_warmup, cfg.iterations) if run.algo.uses_unlabeled else 0
     warm_algo = Supervised()
+    unlabeled = unlabeled_schedule(cfg, d.world)
     batches = itertools.chain(
-        run.dd.batches(run.start, warm, (), cfg.batch_size, cfg.unlabeled_batch_size, cfg.seed, d.rank, d.world),
-        run.dd.batches(max(run.start, warm), cfg.iterations, run.algo.views if run.algo.uses_unlabeled else (),
-                       cfg.batch_size, cfg.unlabeled_batch_size, cfg.seed, d.rank, d.world))
+        run.data.batches(run.start, warm, (), cfg.batch_size, unlabeled, cfg.seed, d.rank, d.world),
+        run.data.batches(max(run.start, warm), cfg.iterations, run.algo.views if run.algo.uses_unlabeled else (),
+                         cfg.batch_size, unlabeled, cfg.seed, d.rank, d.world))
     for it in range(run.start, cfg.iterations):
         t_step = time.perf_counter()
-        ctx = StepContext(it, lr_at(it, cfg), beta_at(it, cfg), consistency_weight_at(it, cfg), len(run.dd.classes),
-                          reduce, num_unlabeled=len(run.dd.unlabeled), gather=gather, total=total)
+        ctx = StepContext(it, lr_at(it, cfg), meta_step_size_at(it, cfg), consistency_weight_at(it, cfg), len(run.data.classes),
+                          reduce, num_unlabeled=len(run.data.unlabeled), gather=gather, total=total)
         if it >= warm and run.algo.refresh_every and (it - warm) % run.algo.refresh_every == 0:
             refresh(run, it, ctx)
         batch = next(batches)

@@ -9,7 +9,7 @@
 #     supervised for the whole budget vs metamixup after a labeled-only warm-up of half the run, with the
 #     head-only meta pass (meta_params=head) and with the full one.
 # s3: s2's full-pass run with the fixed-length meta step (meta_step=normalised, rho as tuned for metamixup-norm
-#     on fmnist-1000: src/metassl/tuned/), the variant that beat its twin in both H200 suites; and `meta`
+#     on fmnist-1000: src/metassl/experiments/tuned/), the variant that beat its twin in both H200 suites; and `meta`
 #     (the correction without mixup) at the same budget, to see what mixup costs at this length.
 # s4: the FixMatch family with the same recipe and length (FixMatch's and MetaFixMatch's paper defaults,
 #     meta_threshold_on=plain, the variant that beat FixMatch on both suites): the entries of the 2.5-hour CPU

@@ -37,7 +37,7 @@ class StepContext:
 
     iteration: int
     lr: float                        # alpha_t, the current learning rate
-    beta: float                      # beta_t, the meta learning rate
+    meta_step_size: float            # Eq. 6's step: beta_t (meta_step=lr, the paper) or rho_t (meta_step=normalised)
     consistency_weight: float        # w(t), ramped
     num_classes: int
     reduce_grad: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None  # local g_l -> global (torchrun)
@@ -114,6 +114,10 @@ def build_algorithm(cfg: Config, processes: int = 1) -> Algorithm:
     if cls.mixup and cfg.unlabeled_batch_size not in (0, cfg.batch_size):     # 0: the same as batch_size
         raise UserError(f"algorithm={cfg.algorithm} mixes each labeled image with one unlabeled image, so "
                         f"unlabeled_batch_size={cfg.unlabeled_batch_size} must equal batch_size={cfg.batch_size} (or be 0)")
+    if cfg.unlabeled_batch_start and (cls.mixup or not cls.uses_unlabeled):
+        why = "pairs each labeled image with one unlabeled image" if cls.mixup else "draws no unlabeled batch"
+        raise UserError(f"unlabeled_batch_start={cfg.unlabeled_batch_start} grows the unlabeled batch, but "
+                        f"algorithm={cfg.algorithm} {why}; drop it")
     if processes > 1 and not cls.distributed:
         raise UserError(f"algorithm={cfg.algorithm} runs in one process only and this run has {processes}; "
                         f"launch it without torchrun (or with --nproc-per-node 1)")

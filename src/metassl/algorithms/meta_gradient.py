@@ -48,7 +48,7 @@ Method = Literal["auto", "fd", "jvp", "exact"]
 Phi = Literal["mse", "kl"]
 METHODS = ("auto", "fd", "jvp", "exact")
 # The Config keys every algorithm with this correction reads (its `keys`, beside its own): Eq. 13-16's, Eq. 6's,
-# beta_t or rho_t (schedule.beta_at), g_l's held-out labels (Batch.x_meta) and g_l's scope under torchrun.
+# beta_t or rho_t (schedule.meta_step_size_at), g_l's held-out labels (Batch.x_meta) and g_l's scope under torchrun.
 CONFIG_KEYS = ("meta_method", "meta_phi", "eps_scale", "projection", "meta_step", "beta_schedule", "beta", "meta_rho",
                "meta_holdout", "meta_scope")
 

@@ -65,7 +65,7 @@ class MetaTarget:
         """y^ (B_u, C) from the weak-view y~ (B_u, C): Eq. 13-16 (global g_l under torchrun), then Eq. 6."""
         grad_y = meta_gradient(model, *meta_labeled(batch), batch.x_ulb[0], y_tilde, method=self.meta_method,
                                phi=self.meta_phi, eps_scale=self.eps_scale, alpha=ctx.lr, reduce=ctx.reduce_grad)
-        return correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection, self.meta_step)
+        return correct_pseudo_labels(y_tilde, grad_y, ctx.meta_step_size, self.projection, self.meta_step)
 
     def thresholded(self, y_tilde: Tensor, y_hat: Tensor) -> Tensor:
         """The distribution the confidence mask reads: y^ (corrected) or y~ (plain, the base algorithm's rows)."""
@@ -85,7 +85,7 @@ class MetaFixMatch(FixMatch):
     def __init__(self, fixmatch_threshold: float = 0.95, fixmatch_weight: float = 1.0, *, eps_scale: float,
                  **meta: str) -> None:
         super().__init__(fixmatch_threshold, fixmatch_weight)
-        self.meta = MetaTarget(eps_scale, **meta)
+        self.correction = MetaTarget(eps_scale, **meta)
 
     @classmethod
     def from_config(cls, cfg: Config) -> MetaFixMatch:
@@ -95,10 +95,10 @@ class MetaFixMatch(FixMatch):
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         y_tilde = F.softmax(logits_x_ulb_w.detach(), dim=1)              # (B_u, C), FixMatch's q, no gradient
-        y_hat = self.meta.correct(model, batch, y_tilde, ctx)            # (B_u, C), Eq. 13-16 then Eq. 6
-        _, mask = hard_pseudo_labels(self.meta.thresholded(y_tilde, y_hat), self.fixmatch_threshold)  # (B_u,)
+        y_hat = self.correction.correct(model, batch, y_tilde, ctx)            # (B_u, C), Eq. 13-16 then Eq. 6
+        _, mask = hard_pseudo_labels(self.correction.thresholded(y_tilde, y_hat), self.fixmatch_threshold)  # (B_u,)
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
-        loss_fm = self.meta.loss(logits_x_ulb_s, y_hat, mask)
+        loss_fm = self.correction.loss(logits_x_ulb_s, y_hat, mask)
         loss = loss_cls + ctx.consistency_weight * self.fixmatch_weight * loss_fm
         return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_fm": loss_fm.detach(),
                                  "mask": mask.mean(), "correction_l1": (y_hat - y_tilde).abs().sum(1).mean()},

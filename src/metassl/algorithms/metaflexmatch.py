@@ -33,7 +33,7 @@ class MetaFlexMatch(FlexMatch):
     def __init__(self, flexmatch_threshold: float = 0.95, flexmatch_weight: float = 1.0,
                  flexmatch_warmup: bool = True, *, eps_scale: float, **meta: str) -> None:
         super().__init__(flexmatch_threshold, flexmatch_weight, flexmatch_warmup)
-        self.meta = MetaTarget(eps_scale, **meta)
+        self.correction = MetaTarget(eps_scale, **meta)
 
     @classmethod
     def from_config(cls, cfg: Config) -> MetaFlexMatch:
@@ -43,10 +43,10 @@ class MetaFlexMatch(FlexMatch):
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         logits_x_lb, logits_x_ulb_w, logits_x_ulb_s = joint_forward(model, batch)   # one forward, (B, C) each
         y_tilde = F.softmax(logits_x_ulb_w.detach(), dim=1)              # (B_u, C), FlexMatch's q, no gradient
-        y_hat = self.meta.correct(model, batch, y_tilde, ctx)            # (B_u, C), Eq. 13-16 then Eq. 6
-        mask, thresholds = self.curriculum_mask(self.meta.thresholded(y_tilde, y_hat), batch, ctx)
+        y_hat = self.correction.correct(model, batch, y_tilde, ctx)            # (B_u, C), Eq. 13-16 then Eq. 6
+        mask, thresholds = self.curriculum_mask(self.correction.thresholded(y_tilde, y_hat), batch, ctx)
         loss_cls = F.cross_entropy(logits_x_lb, batch.y_lb)
-        loss_fm = self.meta.loss(logits_x_ulb_s, y_hat, mask)
+        loss_fm = self.correction.loss(logits_x_ulb_s, y_hat, mask)
         loss = loss_cls + ctx.consistency_weight * self.flexmatch_weight * loss_fm
         return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_fm": loss_fm.detach(),
                                  "mask": mask.mean(), "threshold_mean": thresholds.mean(),

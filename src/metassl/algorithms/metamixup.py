@@ -23,30 +23,30 @@ from .meta_gradient import (CONFIG_KEYS, correct_pseudo_labels, fd_pseudo_labels
 META_KEYS = CONFIG_KEYS + ("meta_fused", "meta_batched", "meta_params")   # the rows with the correction read these
 
 
-class MetaSSL(Algorithm):
+class AblationRow(Algorithm):
     """One class for the four rows; the registered subclasses below fix `meta` and `mixup`."""
 
     meta: bool = True       # consistency (and mixup) targets are the meta-corrected y^, not y~
     mixup: bool = True      # cross-domain mixup of each labeled image with one unlabeled image
     keys = ("consistency", "mixup_gamma", *META_KEYS)
 
-    def __init__(self, meta: bool, mixup: bool, *, eps_scale: float, meta_method: str = "fd", meta_phi: str = "mse",
+    def __init__(self, *, eps_scale: float, meta_method: str = "fd", meta_phi: str = "mse",
                  projection: str = "relu", consistency: str = "mse",
                  mixup_gamma: float = 1.0, fused: bool = True, batched: bool = False, params: str = "all",
                  step: str = "lr") -> None:
-        self.meta, self.mixup, self.fused, self.batched, self.params = meta, mixup, fused, batched, params
+        self.fused, self.batched, self.params = fused, batched, params
         self.meta_step = step
         self.meta_method, self.meta_phi, self.eps_scale = meta_method, meta_phi, eps_scale
         self.projection, self.consistency, self.mixup_gamma = projection, consistency, mixup_gamma
 
     @classmethod
-    def from_config(cls, cfg: Config) -> MetaSSL:
+    def from_config(cls, cfg: Config) -> AblationRow:
         # The meta-gradient (Eq. 13) differentiates the very unlabeled loss Phi that training then applies (Eq. 3),
         # so with meta=True the two keys must name the same loss, as in the authors' code (MSE for both).
         if cls.meta and cfg.consistency != cfg.meta_phi:
             raise UserError(f"consistency={cfg.consistency} with meta_phi={cfg.meta_phi} mixes two derivations: the "
                             f"meta-gradient is that of the consistency loss, so set both to mse or both to kl")
-        return cls(cls.meta, cls.mixup, eps_scale=cfg.eps_scale, meta_method=cfg.meta_method, meta_phi=cfg.meta_phi,
+        return cls(eps_scale=cfg.eps_scale, meta_method=cfg.meta_method, meta_phi=cfg.meta_phi,
                    projection=cfg.projection, consistency=cfg.consistency, mixup_gamma=cfg.mixup_gamma,
                    fused=cfg.meta_fused, batched=cfg.meta_batched, params=cfg.meta_params, step=cfg.meta_step)
 
@@ -67,7 +67,7 @@ class MetaSSL(Algorithm):
                 return y_tilde, y_tilde
             grad_y = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method=self.meta_method, phi=self.meta_phi,
                                    eps_scale=self.eps_scale, alpha=ctx.lr, reduce=ctx.reduce_grad)  # (B_u, C), Eq. 13-16
-        return y_tilde, correct_pseudo_labels(y_tilde, grad_y, ctx.beta, self.projection, self.meta_step)  # Eq. 6
+        return y_tilde, correct_pseudo_labels(y_tilde, grad_y, ctx.meta_step_size, self.projection, self.meta_step)  # Eq. 6
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         x_lb, y_lb, x_ulb = batch.x_lb, batch.y_lb, batch.x_ulb[0]
@@ -89,30 +89,30 @@ class MetaSSL(Algorithm):
 
 
 @register("neither")
-class Neither(MetaSSL):
+class Neither(AblationRow):
     """Ablation row 1: consistency to the plain predictions, labeled CE, no mixup."""
     meta, mixup = False, False
     keys = ("consistency",)
 
 
 @register("meta")
-class Meta(MetaSSL):
+class Meta(AblationRow):
     """Ablation row 2 / Alg. 1: consistency to the meta-corrected pseudo-labels, labeled CE."""
     meta, mixup = True, False
     keys = ("consistency", *META_KEYS)
 
 
 @register("mixup")
-class Mixup(MetaSSL):
+class Mixup(AblationRow):
     """Ablation row 3: cross-domain mixup and consistency with the plain predictions."""
     meta, mixup = False, True
     keys = ("consistency", "mixup_gamma")
 
 
 @register("metamixup")
-class MetaMixup(MetaSSL):
+class MetaMixup(AblationRow):
     """Meta-gradient SSL, Alg. 2 (Zhang et al., AISTATS 2021): meta-corrected pseudo-labels, cross-domain mixup + consistency. The method."""
     meta, mixup = True, True
 
 
-ROWS: dict[str, type[MetaSSL]] = {"neither": Neither, "meta": Meta, "mixup": Mixup, "metamixup": MetaMixup}
+ROWS: dict[str, type[AblationRow]] = {"neither": Neither, "meta": Meta, "mixup": Mixup, "metamixup": MetaMixup}

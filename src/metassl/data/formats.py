@@ -16,6 +16,8 @@ import numpy as np
 
 from metassl.errors import UserError
 
+from .split import class_share
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # ----------------------------------------------------------------------------- IDX (MNIST family)
@@ -163,7 +165,7 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------- image folders
 
-def _pil():
+def pil_image():
     """Import Pillow lazily: only folder data sets and resizing need it."""
     try:
         from PIL import Image
@@ -172,7 +174,7 @@ def _pil():
     return Image
 
 
-def _bilinear(Image) -> int:
+def bilinear_filter(Image) -> int:
     """The bilinear filter constant across Pillow versions (Image.Resampling since 9.1)."""
     return getattr(Image, "Resampling", Image).BILINEAR
 
@@ -232,14 +234,14 @@ def list_images(directory: Path) -> list[Path]:
 
 def read_images(paths: list[Path], image_size: int | None) -> np.ndarray:
     """Load images as RGB (resized to image_size x image_size if given) into one (N, H, W, 3) uint8 array."""
-    Image = _pil()
+    Image = pil_image()
     out: np.ndarray | None = None                         # allocated at the first image: no list-then-stack copy
     for i, p in enumerate(paths):
         try:
             with Image.open(p) as im:
                 im = im.convert("RGB")
                 if image_size is not None:
-                    im = im.resize((image_size, image_size), _bilinear(Image))
+                    im = im.resize((image_size, image_size), bilinear_filter(Image))
                 arr = np.asarray(im, dtype=np.uint8)
         except Exception as e:                            # Pillow raises OSError, ValueError, DecompressionBombError...
             raise UserError(f"cannot read image {p}: {e}; remove it or replace it with a valid image") from None
@@ -263,11 +265,11 @@ def resize_images(x: np.ndarray, size: int) -> np.ndarray:
     """Resize (N, H, W, C) uint8 images to size x size, bilinear, one channel at a time (any C)."""
     if x.shape[1:3] == (size, size):
         return x
-    Image = _pil()
+    Image = pil_image()
     out = np.empty((len(x), size, size, x.shape[3]), np.uint8)
     for i, img in enumerate(x):
         for c in range(x.shape[3]):
-            out[i, :, :, c] = np.asarray(Image.fromarray(img[:, :, c]).resize((size, size), _bilinear(Image)))
+            out[i, :, :, c] = np.asarray(Image.fromarray(img[:, :, c]).resize((size, size), bilinear_filter(Image)))
     return out
 
 
@@ -310,11 +312,5 @@ def as_labels(y: np.ndarray, key: str, n: int, path: Path) -> np.ndarray:
 
 def stratified_holdout(y: np.ndarray, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (keep, test) taking `fraction` of each class (at least 1 if it has 2+) as test."""
-    rng = np.random.default_rng(seed)
-    test: list[np.ndarray] = []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        k = max(1, round(fraction * len(idx))) if len(idx) >= 2 else 0
-        test.append(idx[:k])
-    t = np.sort(np.concatenate(test)) if test else np.zeros(0, np.int64)
-    return np.setdiff1d(np.arange(len(y)), t), t
+    test = class_share(y, fraction, seed)
+    return np.setdiff1d(np.arange(len(y)), test), test

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from metassl.data.formats import _bilinear, _pil, class_tree_files, folder_layout
-from metassl.data.sampling import batch_indices
+from metassl.data.formats import bilinear_filter, pil_image, class_tree_files, folder_layout
+from metassl.data.sampling import UnlabeledSchedule, batch_indices
 from metassl.errors import UserError
 
 VIEWS = ("weak", "strong")
@@ -141,7 +141,7 @@ def make_subset(root: str | Path | FolderIndex, out_path: str | Path, fraction: 
 
 def _open(path: Path) -> Any:
     """Decode one image as RGB; any failure becomes a one-line UserError naming the file."""
-    Image = _pil()
+    Image = pil_image()
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
@@ -167,9 +167,9 @@ def _crop_box(w: int, h: int, rng: np.random.Generator) -> tuple[int, int, int, 
 
 def train_transform(img: Any, size: int, rng: np.random.Generator) -> Tensor:
     """Random-resized crop to size x size (area 0.1-1, aspect 0.8-1.25) + flip p=0.5 -> uint8 (3, S, S)."""
-    Image = _pil()
+    Image = pil_image()
     left, top, cw, ch = _crop_box(*img.size, rng)
-    out = img.resize((size, size), _bilinear(Image), box=(left, top, left + cw, top + ch))
+    out = img.resize((size, size), bilinear_filter(Image), box=(left, top, left + cw, top + ch))
     if rng.random() < 0.5:
         out = out.transpose(getattr(Image, "Transpose", Image).FLIP_LEFT_RIGHT)
     return torch.from_numpy(np.array(out, dtype=np.uint8)).permute(2, 0, 1)
@@ -179,7 +179,7 @@ def eval_transform(img: Any, size: int, resize: int) -> Tensor:
     """Resize the shorter side to `resize`, centre-crop size x size -> uint8 (3, S, S) (deterministic)."""
     w, h = img.size
     nw, nh = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
-    img = img.resize((nw, nh), _bilinear(_pil()))
+    img = img.resize((nw, nh), bilinear_filter(pil_image()))
     left, top = int(round((nw - size) / 2)), int(round((nh - size) / 2))
     img = img.crop((left, top, left + size, top + size))
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
@@ -239,19 +239,19 @@ class IterationBatches(Dataset):
     """Item `it` (an iteration number in [start, end)) = that iteration's RawBatch for this rank."""
 
     def __init__(self, index: FolderIndex, labeled_idx: Sequence[int], unlabeled_idx: Sequence[int],
-                 views: Sequence[str], batch_size: int, unlabeled_batch_size: int, seed: int,
+                 views: Sequence[str], batch_size: int, unlabeled: UnlabeledSchedule, seed: int,
                  start: int, end: int, size: int, rank: int = 0, world: int = 1) -> None:
         bad = [v for v in views if v not in VIEWS]
-        if bad or batch_size % world or unlabeled_batch_size % world or not 0 <= rank < world:
+        if bad or batch_size % world or unlabeled.size % world or not 0 <= rank < world:
             raise UserError(f"need views in {VIEWS} and global batch sizes divisible by world={world} "
-                            f"(rank {rank}); got views {list(views)}, {batch_size}, {unlabeled_batch_size}")
-        if len(labeled_idx) == 0 or (views and unlabeled_batch_size and len(unlabeled_idx) == 0):
+                            f"(rank {rank}); got views {list(views)}, {batch_size}, {unlabeled.size}")
+        if len(labeled_idx) == 0 or (views and unlabeled.size and len(unlabeled_idx) == 0):
             raise UserError("the labeled (and, with unlabeled views, the unlabeled) index set must not be empty")
         self.index, self.views, self.size, self.seed = index, tuple(views), size, seed
         self.lab = torch.as_tensor(np.asarray(labeled_idx), dtype=torch.long)
         self.unl = torch.as_tensor(np.asarray(unlabeled_idx), dtype=torch.long)
-        self.bl, self.bu, self.start, self.end, self.rank, self.world = (
-            batch_size, unlabeled_batch_size, start, end, rank, world)
+        self.bl, self.unlabeled, self.start, self.end, self.rank, self.world = (
+            batch_size, unlabeled, start, end, rank, world)
 
     def __len__(self) -> int:
         return self.end - self.start
@@ -270,10 +270,11 @@ class IterationBatches(Dataset):
         lab = batch_indices(it, self.lab, self.bl, self.seed, self.rank, self.world)
         (x_lb,) = self._crops(lab, it, [0], self.bl // self.world)
         y_lb = torch.from_numpy(self.index.train_labels[lab.numpy()])
-        if not self.views or not self.bu:
+        size = self.unlabeled.size_at(it)
+        if not self.views or not size:
             return RawBatch(it, x_lb, y_lb, [], None)
-        unl = batch_indices(it, self.unl, self.bu, self.seed + 1, self.rank, self.world)
-        x_ulb = self._crops(unl, it, range(1, 1 + len(self.views)), self.bu // self.world)
+        unl = batch_indices(it, self.unl, size, self.seed + 1, self.rank, self.world, self.unlabeled.first(it))
+        x_ulb = self._crops(unl, it, range(1, 1 + len(self.views)), size // self.world)
         return RawBatch(it, x_lb, y_lb, x_ulb, torch.from_numpy(self.index.train_labels[unl.numpy()]))
 
     def __getitem__(self, it: int) -> RawBatch:
@@ -318,10 +319,10 @@ def _loader_kwargs(num_workers: int) -> dict[str, Any]:
 
 
 def train_loader(index: FolderIndex, labeled_idx: Sequence[int], unlabeled_idx: Sequence[int],
-                 views: Sequence[str], batch_size: int, unlabeled_batch_size: int, seed: int, start: int,
+                 views: Sequence[str], batch_size: int, unlabeled: UnlabeledSchedule, seed: int, start: int,
                  end: int, size: int, num_workers: int, rank: int = 0, world: int = 1) -> DataLoader:
     """Yields the RawBatch of iterations start, start+1, ..., end-1 in order (global batch sizes)."""
-    ds = IterationBatches(index, labeled_idx, unlabeled_idx, views, batch_size, unlabeled_batch_size,
+    ds = IterationBatches(index, labeled_idx, unlabeled_idx, views, batch_size, unlabeled,
                           seed, start, end, size, rank, world)
     return _Loader(ds, batch_size=None, sampler=range(start, end), **_loader_kwargs(num_workers))
 

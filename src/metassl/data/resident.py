@@ -16,7 +16,7 @@ from torch import Tensor
 from ..batch import Batch
 from ..torch_utils import to_nchw
 from .augment import channel_stats, normalize, strong_augment, to_float, weak_augment
-from .sampling import batch_indices
+from .sampling import UnlabeledSchedule, batch_indices
 from .sources import ImageData
 from .split import Split
 
@@ -70,12 +70,13 @@ class DeviceData:
             pos = None if pos_ulb is None else pos_ulb.to(dev, non_blocking=True)
         return Batch(self.view(self.x_train[idx_lb], "weak"), self.y_train[idx_lb], x_ulb, y_ulb, pos)
 
-    def batches(self, start: int, end: int, views: tuple[str, ...], batch_size: int, unlabeled_batch_size: int,
+    def batches(self, start: int, end: int, views: tuple[str, ...], batch_size: int, unlabeled: UnlabeledSchedule,
                 seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         """The batches of iterations start..end-1 (this rank's shard of each global batch)."""
+        pool = torch.arange(len(self.unlabeled))
         for it in range(start, end):
             idx_lb = batch_indices(it, self.labeled, batch_size, seed, rank, world)
-            pos_ulb = (batch_indices(it, torch.arange(len(self.unlabeled)), unlabeled_batch_size, seed + 1, rank, world)
+            pos_ulb = (batch_indices(it, pool, unlabeled.size_at(it), seed + 1, rank, world, unlabeled.first(it))
                        if views and len(self.unlabeled) else None)     # positions in the unlabeled pool
             batch = self.batch(idx_lb, None if pos_ulb is None else self.unlabeled[pos_ulb], views, pos_ulb)
             if self.meta is not None:                  # the held-out labeled batch, its own order (seed + 2)

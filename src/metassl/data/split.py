@@ -6,6 +6,7 @@ differ in model initialisation see the same labeled set and the split can be sto
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
@@ -63,10 +64,8 @@ def labeled_split(y: np.ndarray, num_labels: int, num_classes: int, seed: int, n
     if num_val < 0 or num_val % num_classes:
         raise UserError(f"num_val={num_val} must be a non-negative multiple of the {num_classes} classes")
     per_label, per_val = num_labels // num_classes, num_val // num_classes
-    rng = np.random.default_rng(seed)
     labeled, unlabeled, val, meta = [], [], [], []
-    for c in range(num_classes):
-        idx = rng.permutation(np.flatnonzero(y == c))
+    for c, idx in enumerate(class_permutations(y, range(num_classes), np.random.default_rng(seed))):
         if len(idx) < per_val:
             raise UserError(f"class {c} has {len(idx)} images, fewer than the {per_val} per class that "
                             f"num_val={num_val} takes; lower num_val")
@@ -84,6 +83,21 @@ def labeled_split(y: np.ndarray, num_labels: int, num_classes: int, seed: int, n
         meta.append(rest[k - m:k])
         unlabeled.append(rest if include_labeled_in_unlabeled else rest[k:])
     return Split(labeled=_sorted(labeled), unlabeled=_sorted(unlabeled), val=_sorted(val), meta=_sorted(meta))
+
+
+def class_permutations(y: np.ndarray, classes: Iterable[int], rng: np.random.Generator) -> list[np.ndarray]:
+    """Each class's row indices in a random order, drawn class by class from one generator: the one draw behind
+    every class-balanced split here."""
+    return [rng.permutation(np.flatnonzero(y == c)) for c in classes]
+
+
+def class_share(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a class-balanced random share of the rows with a label (y >= 0): round(fraction * n_c)
+    of each class's n_c rows, at least one where fraction > 0, and never a class's last row."""
+    classes = np.unique(y[y >= 0])
+    parts = [idx[:min(len(idx) - 1, max(1, round(fraction * len(idx)))) if fraction > 0 else 0]
+             for idx in class_permutations(y, classes, np.random.default_rng(seed))]
+    return _sorted(parts) if parts else np.zeros(0, np.int64)
 
 
 def _sorted(parts: list[np.ndarray]) -> np.ndarray:

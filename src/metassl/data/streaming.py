@@ -16,6 +16,7 @@ from ..batch import Batch
 from ..errors import UserError
 from . import imagefolder
 from .augment import normalize, strong_augment, to_float
+from .sampling import UnlabeledSchedule
 from .split import Split, labeled_split
 
 
@@ -62,10 +63,10 @@ class StreamingData:
         x = normalize(x, self.mean, self.std)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def batches(self, start: int, end: int, views: tuple[str, ...], batch_size: int, unlabeled_batch_size: int,
+    def batches(self, start: int, end: int, views: tuple[str, ...], batch_size: int, unlabeled: UnlabeledSchedule,
                 seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         loader = imagefolder.train_loader(self.index, self.labeled, self.unlabeled, views, batch_size,
-                                          unlabeled_batch_size, seed, start, end, self.size, self.workers, rank, world)
+                                          unlabeled, seed, start, end, self.size, self.workers, rank, world)
         for raw in loader:
             yield Batch(self.view(raw.x_lb, "weak"), raw.y_lb.to(self.device),
                         [self.view(x, v) for x, v in zip(raw.x_ulb, views)],
