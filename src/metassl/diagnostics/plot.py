@@ -17,7 +17,6 @@ and a centred moving average over `SMOOTH` logging steps on top.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 

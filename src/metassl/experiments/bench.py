@@ -23,8 +23,9 @@ from ..config import Config
 from ..data import ImageData, load_dataset
 from ..errors import Interrupted, UserError
 from ..log import read_metrics
-from .report import TAIL, WEIGHT_COLUMNS, write_summary
-from .suites import DEFAULT_ALGORITHMS, ENTRIES, FULL, QUICK, SUITES, TARGET_ERROR, default_out, run_config, run_one
+from .report import WEIGHT_COLUMNS, write_summary
+from .suites import (DEFAULT_ALGORITHMS, ENTRIES, FULL, QUICK, SUITES, TAIL, TARGET_ERROR, default_out, run_config,
+                     run_one)
 from .tune import bench_values, load_tuned
 
 
