@@ -50,9 +50,9 @@ def unlabeled_schedule(cfg: Config, world: int = 1) -> UnlabeledSchedule:
                              cfg.labeled_warmup, world)
 
 
-def images_seen(n: int, cfg: Config, uses_unlabeled: bool) -> int:
-    """Labeled + unlabeled images the first n iterations consume (global over processes): the labeled-only
-    warm-up draws no unlabeled batch."""
-    ulb = unlabeled_schedule(cfg)
+def images_seen(n: int, cfg: Config, uses_unlabeled: bool, world: int = 1) -> int:
+    """Labeled + unlabeled images the first n iterations of `world` processes consume (global): the
+    labeled-only warm-up draws no unlabeled batch."""
+    ulb = unlabeled_schedule(cfg, world)
     unlabeled = ulb.first(n) - ulb.first(min(n, cfg.labeled_warmup)) if uses_unlabeled else 0
     return n * cfg.batch_size + unlabeled

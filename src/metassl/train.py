@@ -296,7 +296,7 @@ def evaluate(run: Run, n: int) -> None:
     if run.ema is not None:
         record.update({f"{s}_error_raw": error_on(run, s, run.model) for s in splits})
     record["train_seconds"] = round(run.train_time, 3)
-    record["images_seen"] = images_seen(n, run.cfg, run.algo.uses_unlabeled)
+    record["images_seen"] = images_seen(n, run.cfg, run.algo.uses_unlabeled, run.dist.world)
     run.history.append(record)
     run.logger.write(record)
 
@@ -337,7 +337,8 @@ def finish(run: Run) -> dict[str, Any]:
         "iterations": cfg.iterations,
         "wall_seconds": round(run.elapsed + time.perf_counter() - run.t0, 2),
         "train_seconds": round(run.train_time, 2),
-        "images_per_second": round(images_seen(cfg.iterations, cfg, run.algo.uses_unlabeled) / max(run.train_time, 1e-9), 1),
+        "images_per_second": round(images_seen(cfg.iterations, cfg, run.algo.uses_unlabeled, run.dist.world)
+                                   / max(run.train_time, 1e-9), 1),
         "evaluated": "ema" if run.ema is not None else "raw",
         "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(run.data.labeled),
         "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": run.dist.world,
