@@ -106,9 +106,8 @@ class Config:
     iterations: int = 3000           # training iterations (one labeled + one unlabeled batch each)
     batch_size: int = 64             # labeled images per iteration
     unlabeled_batch_size: int = 0    # unlabeled images per iteration (0 = same as batch_size; mixup needs equal)
-    unlabeled_batch_start: int = 0   # > 0: the unlabeled batch grows linearly from this size to unlabeled_batch_size over
-                                     # unlabeled_batch_rampup iterations after labeled_warmup (Fast FixMatch's curriculum)
-    unlabeled_batch_rampup: int = 0  # iterations of that growth
+    unlabeled_batch_start: int = 0   # > 0: the unlabeled batch grows from this size to unlabeled_batch_size (Fast FixMatch)
+    unlabeled_batch_rampup: int = 0  # iterations after labeled_warmup over which it grows linearly (with unlabeled_batch_start)
     lr: float = 0.05                 # peak SGD learning rate (0 < lr <= 10)
     momentum: float = 0.9            # SGD momentum (0 <= m < 1)
     nesterov: bool = False           # Nesterov momentum (the authors: no)
