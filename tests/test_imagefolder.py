@@ -141,3 +141,13 @@ def test_streamed_image_folder_trains_through_the_trainer_with_a_labels_file(tre
     res = train(cfg, tmp_path / "run", quiet=True)
     assert res["num_labels"] == 6 and 0.0 <= res["test_error"] <= 100.0
     assert (tmp_path / "run" / "last.pt").exists()
+
+
+def test_streamed_batches_grow_with_the_unlabeled_schedule(tree: Path) -> None:
+    idx = imf.scan(tree, refresh=True)
+    lab, unl = np.arange(0, 18, 3), np.setdiff1d(np.arange(18), np.arange(0, 18, 3))
+    grow = UnlabeledSchedule(6, start=2, rampup=2, warm=0)
+    got = list(imf.train_loader(idx, lab, unl, ("weak", "strong"), 4, grow, seed=5, start=0, end=4, size=S,
+                                num_workers=0))
+    assert [len(b.y_ulb) for b in got] == [grow.size_at(it) for it in range(4)] == [2, 4, 6, 6]
+    assert all(x.shape[0] == len(b.y_ulb) for b in got for x in b.x_ulb)
