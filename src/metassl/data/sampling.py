@@ -8,7 +8,7 @@ with B/N images each see exactly what one process with B images sees.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import torch
 from torch import Tensor
@@ -64,4 +64,12 @@ class UnlabeledSchedule:
         if not self.start:
             return it * self.size
         t = max(0, it - self.warm)
-        return sum(self.size_at(self.warm + s) for s in range(min(t, self.rampup))) + max(0, t - self.rampup) * self.size
+        return self._ramp_starts[min(t, self.rampup)] + max(0, t - self.rampup) * self.size
+
+    @cached_property
+    def _ramp_starts(self) -> list[int]:
+        """first() at each step 0..rampup of the growth, summed once (not again every iteration)."""
+        out = [0]
+        for s in range(self.rampup):
+            out.append(out[-1] + self.size_at(self.warm + s))
+        return out
