@@ -5,8 +5,9 @@
 
 matched: the fmnist-1000 preset with the shared protocol of common.MATCHED (constant lr 0.03, no warm-up,
 no consistency ramp, no labeled-only warm-up, 64 + 64). defaults: the documented recipe, `--preset
-fmnist-1000 algorithm=... iterations=N` (cosine lr 0.05 with 200 warm-up its, a 1000-it labeled-only
-warm-up, a 100-it consistency ramp). Timing as for the peers: the training loop only. The trainer's
+fmnist-1000 algorithm=... iterations=N` (cosine lr 0.05 with 200 warm-up its, an 800-it labeled-only
+warm-up, a 100-it consistency ramp). `--algorithm recipe` (defaults only) is the job `make run` ships:
+the preset as it is, its own algorithm and iteration count (`--iterations` is then ignored). Timing as for the peers: the training loop only. The trainer's
 set-up, evaluation and checkpoint writes are timed by wrapping metassl.train's module functions and
 subtracted from the whole call (wall and process CPU); metassl's own `train_seconds` is kept beside it.
 `--src` puts a snapshot of metassl's sources (e.g. `git archive HEAD src`) first on sys.path.
@@ -22,7 +23,7 @@ from common import MATCHED, Meter, load_split, peer_args, write_result  # noqa: 
 
 
 def main() -> None:
-    a = peer_args(["fixmatch", "flexmatch", "supervised"], "split.json to check metassl's own split against",
+    a = peer_args(["fixmatch", "flexmatch", "supervised", "recipe"], "split.json to check metassl's own split against",
                   [("--src", "directory holding the metassl package to import (default: the installed one)"),
                    ("--run-dir", "metassl's run directory (default: OUT without .json)")])
     if a.src:
@@ -32,9 +33,14 @@ def main() -> None:
     from metassl.config import build_config
     from metassl.schedule import images_seen
 
-    N = a.iterations
-    over = [f"algorithm={a.algorithm}", f"iterations={N}", f"seed={a.seed}", f"threads={a.threads}", "device=cpu",
-            f"eval_every={N}", f"checkpoint_every={N}", f"log_every={min(50, N)}"]
+    recipe = a.algorithm == "recipe"
+    if recipe and a.setting != "defaults":
+        raise SystemExit("--algorithm recipe is the shipped preset: --setting defaults only")
+    N = build_config("fmnist-1000").iterations if recipe else a.iterations
+    over = [f"seed={a.seed}", f"threads={a.threads}", "device=cpu"]
+    if not recipe:
+        over += [f"algorithm={a.algorithm}", f"iterations={N}", f"eval_every={N}", f"checkpoint_every={N}",
+                 f"log_every={min(50, N)}"]
     if a.setting == "matched":
         m = MATCHED
         over += [f"batch_size={m['batch_size']}", f"unlabeled_batch_size={m['unlabeled_batch_size']}",
@@ -64,8 +70,9 @@ def main() -> None:
     for f in run_dir.glob("*.pt"):                        # checkpoints: not needed, keep the results small
         f.unlink()
     write_result(a.out, toolkit=f"metassl {metassl.__version__}" if hasattr(metassl, "__version__") else "metassl",
-                 algorithm=a.algorithm, setting=a.setting, seed=a.seed, iterations=N,
-                 images=images_seen(N, cfg, a.algorithm != "supervised"),
+                 algorithm=a.algorithm, recipe_algorithm=cfg.algorithm if recipe else None, setting=a.setting,
+                 seed=a.seed, iterations=N,
+                 images=images_seen(N, cfg, cfg.algorithm != "supervised"),
                  train_wall_s=total.wall - excluded.wall, train_cpu_s=total.cpu - excluded.cpu,
                  metassl_train_seconds=res["train_seconds"], test_error=res["test_error"], split_digest=digest,
                  evaluated=res["evaluated"], config=json.loads((run_dir / "config.json").read_text()))

@@ -16,6 +16,12 @@ do not leak into a long benchmark; its commit is in OUT/meta.json. WORK (default
 ignored by git) also holds the logs and metassl's run directories; OUT only the records and tables:
 OUT/table.md (markdown), OUT/results.csv and OUT/results.json (every field of every run).
 `--table-only` rebuilds the tables from the raw files.
+
+Equal wall-clock budget (`--budget-s B`, e.g. with `--settings defaults`): before each run a calibration
+run of `--calibrate` iterations (OUT/calibration/..., not tabulated) measures the toolkit's training-loop
+seconds per iteration, and the run gets floor(B / that) iterations. The budget is the timed training loop,
+the quantity s/it measures (set-up and evaluation excluded; ModSSC's fixed views shown apart). metassl's
+`recipe` (the job `make run` ships, its own iteration count) is not fitted: its row shows the seconds it used.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from common import split_digest  # noqa: E402  (stdlib + numpy + torch: the proj
 PY = {"metassl": ROOT / ".venv/bin/python", "modssc": HERE / ".venv-modssc/bin/python",
       "usb": HERE / ".venv-usb/bin/python", "lamda": HERE / ".venv-lamda/bin/python"}
 SCRIPT = {"metassl": "metassl_run.py", "modssc": "modssc_run.py", "usb": "usb_run.py", "lamda": "lamda_run.py"}
-SUPPORTS = {"metassl": {"fixmatch", "flexmatch", "supervised"}, "usb": {"fixmatch", "flexmatch", "supervised"},
+SUPPORTS = {"metassl": {"fixmatch", "flexmatch", "supervised", "recipe"}, "usb": {"fixmatch", "flexmatch", "supervised"},
             "modssc": {"fixmatch", "flexmatch"},   # its supervised method cannot take a user network
             "lamda": {"fixmatch", "flexmatch"}}    # it has no supervised-only deep estimator
 
@@ -72,18 +78,19 @@ def make_split(work: Path, src: Path) -> Path:
 
 
 def run_one(tk: str, alg: str, setting: str, seed: int, n: int, threads: int, out: Path, work: Path, split: Path,
-            src: Path) -> Path | None:
-    dest = out / "raw" / setting / alg / f"{tk}-s{seed}.json"
+            src: Path, kind: str = "raw") -> Path | None:
+    """One run in the toolkit's venv -> OUT/<kind>/<setting>/<alg>/<tk>-s<seed>.json (kind: raw or calibration)."""
+    dest = out / kind / setting / alg / f"{tk}-s{seed}.json"
     if dest.exists():
         print(f"skip {dest} (done)", flush=True)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    log = work / "logs" / f"{setting}-{alg}-{tk}-s{seed}.log"
+    log = work / "logs" / f"{kind}-{setting}-{alg}-{tk}-s{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(PY[tk]), str(HERE / SCRIPT[tk]), "--algorithm", alg, "--iterations", str(n), "--seed", str(seed),
            "--split", str(split), "--setting", setting, "--threads", str(threads), "--out", str(dest)]
     if tk == "metassl":
-        cmd += ["--src", str(src), "--run-dir", str(work / "metassl-runs" / f"{setting}-{alg}-s{seed}")]
+        cmd += ["--src", str(src), "--run-dir", str(work / "metassl-runs" / f"{kind}-{setting}-{alg}-s{seed}")]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.time()
     print(time.strftime("%H:%M:%S"), "run", " ".join(cmd[1:]), flush=True)
@@ -91,6 +98,15 @@ def run_one(tk: str, alg: str, setting: str, seed: int, n: int, threads: int, ou
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
     print(f"  rc={rc} in {time.time() - t0:.0f} s", flush=True)
     return dest if rc == 0 and dest.exists() else None
+
+
+def budget_iterations(tk: str, alg: str, setting: str, seed: int, budget_s: float, calibrate: int, threads: int,
+                      out: Path, work: Path, split: Path, src: Path) -> int | None:
+    """Iterations that fill `budget_s` seconds of this toolkit's training loop, from a short calibration run."""
+    cal = run_one(tk, alg, setting, seed, calibrate, threads, out, work, split, src, kind="calibration")
+    if cal is None:
+        return None
+    return max(1, int(budget_s / json.loads(cal.read_text())["s_per_it_wall"]))
 
 
 COLUMNS = [("toolkit", "toolkit"), ("s/it wall", "s_per_it_wall"), ("s/it CPU", "s_per_it_cpu"),
@@ -114,7 +130,7 @@ def table(out: Path) -> str:
         w.writerows(recs)
     lines = []
     for setting in sorted({r["setting"] for r in recs}):
-        for alg in ("fixmatch", "flexmatch", "supervised"):
+        for alg in ("recipe", "fixmatch", "flexmatch", "supervised"):
             rows = [r for r in recs if r["setting"] == setting and r["algorithm"] == alg]
             if not rows:
                 continue
@@ -136,6 +152,10 @@ def table(out: Path) -> str:
                     extra.append("EMA weights")
                 if v[0].get("num_workers"):
                     extra.append(f"{v[0]['num_workers']} loader worker(s), CPU not counted")
+                if v[0].get("budget_s"):
+                    extra.append(f"{mean('train_wall_s'):.0f} s of a {v[0]['budget_s']:.0f} s budget")
+                if v[0].get("recipe_algorithm"):
+                    extra.append(f"the shipped recipe: {v[0]['recipe_algorithm']}")
                 if mean("iterations") != its[0]:
                     extra.append(f"{mean('iterations'):.0f} its")
                 ratio = mean("s_per_it_wall") / fastest
@@ -158,6 +178,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--settings", default="matched", help="matched, defaults, or both comma-separated")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--budget-s", type=float, help="equal wall-clock: iterations fitted to this many seconds of "
+                    "training loop per run (replaces --iterations; metassl's recipe keeps its own)")
+    ap.add_argument("--calibrate", type=int, default=20, help="iterations of the calibration run behind --budget-s")
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", help="scratch: logs, metassl's run dirs, split, source snapshot (default runs/peers/<OUT name>)")
     ap.add_argument("--table-only", action="store_true")
@@ -180,8 +203,23 @@ def main() -> None:
         for k, (seed, alg, setting) in enumerate(rounds):
             order = toolkits[k % len(toolkits):] + toolkits[:k % len(toolkits)]   # rotate who goes first
             for tk in order:
-                if alg in SUPPORTS[tk]:
-                    run_one(tk, alg, setting, seed, a.iterations, a.threads, out, work, split, src)
+                if alg not in SUPPORTS[tk]:
+                    continue
+                n = a.iterations
+                if a.budget_s and tk == "metassl" and setting == "defaults" and alg != "recipe":
+                    print(f"skip metassl {alg}: its preset opens with 800 labeled-only iterations, so a short "
+                          "calibration would time only those; the recipe row is metassl's default", flush=True)
+                    continue
+                if a.budget_s and alg != "recipe":
+                    n = budget_iterations(tk, alg, setting, seed, a.budget_s, a.calibrate, a.threads, out, work,
+                                          split, src)
+                    if n is None:
+                        continue
+                dest = run_one(tk, alg, setting, seed, n, a.threads, out, work, split, src)
+                if dest and a.budget_s:
+                    rec = json.loads(dest.read_text())
+                    if "budget_s" not in rec:
+                        dest.write_text(json.dumps({**rec, "budget_s": a.budget_s}, indent=1))
             print(table(out), flush=True)
     print(table(out))
 
