@@ -3,7 +3,8 @@ compute kernels, and everything else. Wraps metassl's functions from outside (sr
 
     .venv/bin/python benchmarks/peers/profile_metassl.py --iterations 60 --profile-from 30 --out /tmp/prof.json
 
-Per iteration (mean over iterations >= --profile-from, after warm-up):
+Per iteration (mean over iterations >= --profile-from, after warm-up; minor page faults too, and the top
+ops by input shape, i.e. by layer; `--plain-malloc` turns off the trainer's `keep_freed_memory()`):
 - sampling: `batch_indices` (which images), views: `DeviceData.view` (augment + normalise, 3 per iteration),
   step: `train_step` (forward, losses, backward, SGD), rest: the loop's other work (ctx, logging, checks);
 - inside the step, torch.profiler's self CPU time split into the dense kernels (convolution, BatchNorm,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from collections import defaultdict
@@ -34,6 +36,8 @@ def main() -> None:
     ap.add_argument("--profile-from", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--src")
+    ap.add_argument("--plain-malloc", action="store_true",
+                    help="skip the trainer's keep_freed_memory() (glibc's defaults), to measure what it saves")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     if a.src:
@@ -61,15 +65,18 @@ def main() -> None:
                     acc[name] += time.perf_counter() - t
         return wrapper
 
+    if a.plain_malloc:
+        T.keep_freed_memory = lambda: False
     R.batch_indices = timed("sampling", R.batch_indices)
     R.DeviceData.view = timed("views", R.DeviceData.view)
-    prof = profile(activities=[ProfilerActivity.CPU])
+    prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
     step = T.train_step
 
     def train_step(*args, **kwargs):
         if it["n"] == a.profile_from:
             prof.__enter__()
             acc["loop_start"] = time.perf_counter()
+            acc["faults_start"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
         out = step(*args, **kwargs)
         if it["n"] >= a.profile_from:
@@ -77,6 +84,7 @@ def main() -> None:
         it["n"] += 1
         if it["n"] == N:
             acc["loop_end"] = time.perf_counter()
+            acc["faults_end"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             prof.__exit__(None, None, None)
         return out
     T.train_step = train_step
@@ -99,17 +107,23 @@ def main() -> None:
             other += us
         ops.append((us, e.key, e.count))
     ops.sort(reverse=True)
+    shaped = sorted(((e.self_cpu_time_total, e.key, str(e.input_shapes), e.count)
+                     for e in prof.key_averages(group_by_input_shape=True) if not e.key.startswith(("Profiler", "## "))),
+                    reverse=True)
     per = lambda x: x / n * 1e3  # noqa: E731  (seconds total -> ms per iteration)
     rec = {
         "algorithm": a.algorithm, "iterations_profiled": n, "threads": torch.get_num_threads(),
         "ms_per_iteration_loop": (acc["loop_end"] - acc["loop_start"]) / n * 1e3,
         "ms_sampling": per(acc["sampling"]), "ms_views": per(acc["views"]), "ms_step": per(acc["step"]),
         "ms_step_dense_kernels_selfcpu": dense / n / 1e3, "ms_step_other_ops_selfcpu": other / n / 1e3,
+        "minor_page_faults_per_it": (acc["faults_end"] - acc["faults_start"]) / n,
+        "keep_freed_memory": not a.plain_malloc,
         "top_ops_ms_per_it": [(k, round(us / n / 1e3, 3), c // n) for us, k, c in ops[:25]],
+        "top_ops_by_shape_ms_per_it": [(k, shape, round(us / n / 1e3, 3), c // n) for us, k, shape, c in shaped[:30]],
         "note": "op self-CPU times include the views' ops (they run inside the profiled window too)",
     }
     Path(a.out).write_text(json.dumps(rec, indent=1))
-    print(json.dumps({k: v for k, v in rec.items() if k != "top_ops_ms_per_it"}, indent=1))
+    print(json.dumps({k: v for k, v in rec.items() if not k.startswith("top_ops")}, indent=1))
     for k, ms, c in rec["top_ops_ms_per_it"]:
         print(f"{ms:8.3f} ms  x{c:<4} {k}")
 

@@ -206,7 +206,7 @@ def main() -> None:
                 if alg not in SUPPORTS[tk]:
                     continue
                 n = a.iterations
-                if a.budget_s and tk == "metassl" and setting == "defaults" and alg != "recipe":
+                if a.budget_s and tk == "metassl" and setting == "defaults" and alg in ("fixmatch", "flexmatch"):
                     print(f"skip metassl {alg}: its preset opens with 800 labeled-only iterations, so a short "
                           "calibration would time only those; the recipe row is metassl's default", flush=True)
                     continue

@@ -44,7 +44,7 @@ from .models import build_model, check_model_name
 from .schedule import consistency_weight_at, images_seen, lr_at, meta_step_size_at, unlabeled_schedule
 from .safety import (DivergenceWatch, StopSignals, check_run_dir, current_stop, mark_launch, nonfinite_weights,
                      open_run_dir, restarted_run, stoppable)
-from .torch_utils import ema_update, resolve_device
+from .torch_utils import ema_update, keep_freed_memory, resolve_device
 
 __all__ = ["train", "train_step"]
 
@@ -158,6 +158,8 @@ def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData |
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, d.local_rank)
+    if device.type == "cpu":
+        keep_freed_memory()
     algo = build_algorithm(cfg, d.world)      # one-process algorithms refuse torchrun here
     if model is None:
         check_model_name(cfg.model)            # before the data set is loaded
