@@ -159,15 +159,30 @@ def table(out: Path) -> str:
                 if mean("iterations") != its[0]:
                     extra.append(f"{mean('iterations'):.0f} its")
                 ratio = mean("s_per_it_wall") / fastest
+                err = f"{mean('test_error'):.2f}"
+                if len(v) > 1:
+                    err += f" ± {statistics.stdev(r['test_error'] for r in v):.2f} (n={len(v)})"
                 cells = [tk, f"{mean('s_per_it_wall'):.3f} ({ratio:.2f}x)", f"{mean('s_per_it_cpu'):.3f}",
-                         f"{mean('images_per_s'):.0f}", f"{mean('test_error'):.2f}" + (f" (n={len(v)})" if len(v) > 1 else ""),
+                         f"{mean('images_per_s'):.0f}", err,
                          f"{max(r['peak_rss_mib'] for r in v):.0f}", "; ".join(extra)]
                 lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
+            lines += paired(by_tk) + [""]
     lines.append(f"Labeled split digest (sha256 of the sorted labeled indices): `{digests.pop() if digests else '-'}`")
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
     return text
+
+
+def paired(by_tk: dict[str, list[dict]]) -> list[str]:
+    """Lines giving each peer's test error minus metassl's on the seeds both ran (paired by seed)."""
+    ours = {r["seed"]: r["test_error"] for tk, v in by_tk.items() if tk.startswith("metassl") for r in v}
+    lines = []
+    for tk, v in sorted(by_tk.items()):
+        diffs = {r["seed"]: r["test_error"] - ours[r["seed"]] for r in v if r["seed"] in ours}
+        if ours and diffs and not tk.startswith("metassl") and len(diffs) > 1:
+            each = ", ".join(f"s{s} {d:+.2f}" for s, d in sorted(diffs.items()))
+            lines.append(f"- {tk} minus metassl, paired by seed: {each} (mean {statistics.mean(diffs.values()):+.2f})")
+    return [""] + lines if lines else []
 
 
 def main() -> None:
