@@ -3,8 +3,9 @@ compute kernels, and everything else. Wraps metassl's functions from outside (sr
 
     .venv/bin/python benchmarks/peers/profile_metassl.py --iterations 60 --profile-from 30 --out /tmp/prof.json
 
-Per iteration (mean over iterations >= --profile-from, after warm-up; minor page faults too, and the top
-ops by input shape, i.e. by layer; `--plain-malloc` turns off the trainer's `keep_freed_memory()`):
+Per iteration (mean over iterations >= --profile-from, after warm-up; the top ops by input shape, i.e. by
+layer, too; wall time and minor page faults also over iterations [--profile-from/2, --profile-from), where
+the profiler is off; `--plain-malloc` turns off the trainer's `keep_freed_memory()`):
 - sampling: `batch_indices` (which images), views: `DeviceData.view` (augment + normalise, 3 per iteration),
   step: `train_step` (forward, losses, backward, SGD), rest: the loop's other work (ctx, logging, checks);
 - inside the step, torch.profiler's self CPU time split into the dense kernels (convolution, BatchNorm,
@@ -73,10 +74,14 @@ def main() -> None:
     step = T.train_step
 
     def train_step(*args, **kwargs):
+        if it["n"] == a.profile_from // 2:     # the unprofiled window: the profiler allocates (and faults) itself
+            acc["faults_start"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            acc["plain_start"] = time.perf_counter()
         if it["n"] == a.profile_from:
+            acc["faults_end"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            acc["plain_end"] = time.perf_counter()
             prof.__enter__()
             acc["loop_start"] = time.perf_counter()
-            acc["faults_start"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
         out = step(*args, **kwargs)
         if it["n"] >= a.profile_from:
@@ -84,7 +89,6 @@ def main() -> None:
         it["n"] += 1
         if it["n"] == N:
             acc["loop_end"] = time.perf_counter()
-            acc["faults_end"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             prof.__exit__(None, None, None)
         return out
     T.train_step = train_step
@@ -116,7 +120,9 @@ def main() -> None:
         "ms_per_iteration_loop": (acc["loop_end"] - acc["loop_start"]) / n * 1e3,
         "ms_sampling": per(acc["sampling"]), "ms_views": per(acc["views"]), "ms_step": per(acc["step"]),
         "ms_step_dense_kernels_selfcpu": dense / n / 1e3, "ms_step_other_ops_selfcpu": other / n / 1e3,
-        "minor_page_faults_per_it": (acc["faults_end"] - acc["faults_start"]) / n,
+        "unprofiled_iterations": (u := a.profile_from - a.profile_from // 2),
+        "ms_per_iteration_unprofiled": (acc["plain_end"] - acc["plain_start"]) / u * 1e3,
+        "minor_page_faults_per_it_unprofiled": (acc["faults_end"] - acc["faults_start"]) / u,
         "keep_freed_memory": not a.plain_malloc,
         "top_ops_ms_per_it": [(k, round(us / n / 1e3, 3), c // n) for us, k, c in ops[:25]],
         "top_ops_by_shape_ms_per_it": [(k, shape, round(us / n / 1e3, 3), c // n) for us, k, shape, c in shaped[:30]],
