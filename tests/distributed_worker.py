@@ -84,6 +84,8 @@ def main(out: Path, npz: str) -> None:
         trainer.train(build_config(overrides=[*TRAIN, f"dataset={npz}", "algorithm=mpl"]), out / "mpl", quiet=True)
     except UserError as e:
         (out / f"mpl-rank{d.rank}.txt").write_text(str(e))
+    finally:        # leave the group as the command line does: gloo's threads alive at exit abort the process
+        distributed.teardown()
 
 
 if __name__ == "__main__":
