@@ -12,7 +12,8 @@ interrupted benchmark resumes. The labeled split is metassl's (fmnist-1000, spli
 to WORK/split.json by a one-iteration metassl run; every run records the digest of the labeled indices it
 used and the table refuses a mismatch. metassl runs from a snapshot of HEAD's sources taken at the first
 invocation (WORK/metassl-src, `git archive`) and reused on resume, so concurrent edits and commits to src/
-do not leak into a long benchmark; its commit is in OUT/meta.json. WORK (default runs/peers/<OUT's name>,
+do not leak into a long benchmark; its commit is in OUT/meta.json and in each metassl record (a resume
+whose WORK is gone takes a new snapshot of HEAD), with the time each run finished. WORK (default runs/peers/<OUT's name>,
 ignored by git) also holds the logs and metassl's run directories; OUT only the records and tables:
 OUT/table.md (markdown), OUT/results.csv and OUT/results.json (every field of every run).
 `--table-only` rebuilds the tables from the raw files.
@@ -97,7 +98,13 @@ def run_one(tk: str, alg: str, setting: str, seed: int, n: int, threads: int, ou
     with open(log, "w") as f:
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
     print(f"  rc={rc} in {time.time() - t0:.0f} s", flush=True)
-    return dest if rc == 0 and dest.exists() else None
+    if rc != 0 or not dest.exists():
+        return None
+    rec = {**json.loads(dest.read_text()), "finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    if tk == "metassl":       # a benchmark resumed days later may run from a newer snapshot than meta.json's first
+        rec["metassl_commit"] = src.name
+    dest.write_text(json.dumps(rec, indent=1))
+    return dest
 
 
 def budget_iterations(tk: str, alg: str, setting: str, seed: int, budget_s: float, calibrate: int, threads: int,
