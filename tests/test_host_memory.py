@@ -1,4 +1,5 @@
-"""The trainer's CPU allocator setting: freed activation blocks are reused instead of faulted in again."""
+"""The trainer's CPU allocator setting: freed activation blocks are reused instead of faulted in again, and a
+whole-pool pass (a label bank's refresh) does not pin them so that the heap grows chunk by chunk."""
 from __future__ import annotations
 
 import subprocess
@@ -35,3 +36,35 @@ def test_kept_blocks_cut_the_page_faults_of_repeated_steps() -> None:
         pytest.skip("no glibc malloc here")
     plain, kept = faults_per_step("plain"), faults_per_step("keep")
     assert kept < plain / 3, (plain, kept)
+
+
+POOL_PASS = """
+import torch
+from metassl.algorithms.selftrain import teacher_pass
+from metassl.batch import Passes
+from metassl.models import build_model
+from metassl.torch_utils import keep_freed_memory
+assert keep_freed_memory()
+torch.manual_seed(0)
+model = build_model("cnn", 10, 1, 28).eval().to(memory_format=torch.channels_last)
+images = torch.randn(8192, 1, 28, 28).to(memory_format=torch.channels_last)
+def pool(batch_size):
+    for i in range(0, len(images), batch_size):
+        pos = torch.arange(i, min(i + batch_size, len(images)))
+        yield pos, images[pos], torch.zeros(len(pos), dtype=torch.long)
+passes = Passes(pool, lambda batch_size, held_out: iter(()), len(images), False, lambda t: t)
+resident_mib = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+teacher_pass(model, passes, 256, False, features=True)
+before = resident_mib()
+teacher_pass(model, passes, 256, False, features=True)
+print(resident_mib() - before)
+"""
+
+
+def test_a_repeated_whole_pool_pass_does_not_grow_resident_memory() -> None:
+    """Per-chunk outputs kept alive between chunks' freed activations made the fmnist recipe peak at 3 GB
+    instead of 0.9 under kept blocks (37 MiB more per repeated pass of these 8192 images, 0 now)."""
+    if not keep_freed_memory():
+        pytest.skip("no glibc malloc here")
+    out = subprocess.run([sys.executable, "-c", POOL_PASS], capture_output=True, text=True, check=True)
+    assert float(out.stdout.split()[-1]) < 8, out.stdout

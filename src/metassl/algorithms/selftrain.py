@@ -37,13 +37,14 @@ from .common import check, masked_ce
 from .meta_gradient import correct_pseudo_labels, perturbed_logits
 
 
-def _assemble(rows: list[tuple[Tensor, Tensor]], size: int, passes: Passes) -> Tensor:
-    """This rank's (positions, values) chunks -> the (size, ...) tensor of every rank's rows, on every rank."""
-    first = rows[0][1]
-    full = torch.zeros((size, *first.shape[1:]), dtype=torch.float32, device=first.device)
-    for pos, v in rows:
-        full[pos] = v.float()
-    return passes.sum_all(full)
+def _put(full: Tensor | None, size: int, pos: Tensor, v: Tensor) -> Tensor:
+    """Chunk v written at rows pos of the (size, ...) float32 tensor `full` (made at the first chunk). Filled in
+    place, a whole-pool pass keeps no per-chunk tensors alive: those, left between one chunk's freed activations
+    and the next's, would keep the allocator from reusing that memory (3 GB peak instead of 0.9 on fmnist)."""
+    if full is None:
+        full = torch.zeros((size, *v.shape[1:]), dtype=torch.float32, device=v.device)
+    full[pos] = v.float()
+    return full
 
 
 @torch.no_grad()
@@ -52,21 +53,21 @@ def teacher_pass(model: nn.Module, passes: Passes, batch_size: int, tta: bool,
     """(q, y_true, h): the eval-mode teacher's probabilities on the whole pool (N_u, C), averaged with the flipped
     image where a flip keeps the label; the pool's true labels (-1 unknown; diagnostics only); and, if asked,
     the body's features of the unflipped images (N_u, D), from the same forward (model.features, model.fc)."""
-    probs, labels, feats = [], [], []
+    q = labels = feats = None
     with eval_mode(model):
         for pos, x, y in passes.pool(batch_size):
             if features:
                 h = model.features(x)
-                feats.append((pos, h))
+                feats = _put(feats, passes.size, pos, h)
                 p = F.softmax(model.fc(h).float(), dim=1)
             else:
                 p = F.softmax(model(x).float(), dim=1)
             if tta and passes.flip:
                 p = (p + F.softmax(model(x.flip(-1)).float(), dim=1)) / 2
-            probs.append((pos, p))
-            labels.append((pos, y.float() + 1))
-    h = _assemble(feats, passes.size, passes) if features else None
-    return _assemble(probs, passes.size, passes), _assemble(labels, passes.size, passes).long() - 1, h
+            q = _put(q, passes.size, pos, p)
+            labels = _put(labels, passes.size, pos, y.float() + 1)     # every rank's rows summed: -1 -> 0 first
+    h = passes.sum_all(feats) if features else None
+    return passes.sum_all(q), passes.sum_all(labels).long() - 1, h
 
 
 def labeled_gradient_all(model: nn.Module, passes: Passes, batch_size: int, held_out: bool) -> dict[str, Tensor]:
@@ -177,13 +178,13 @@ class MetaSelfTrain(SelfTrain):
                 dz = h @ g_w.T + g_b                                # (N_u, C) = J_z g_l
         else:
             g_l = labeled_gradient_all(model, passes, self.batch_size, self.held_out)
-            rows = []
+            both = None
             with eval_mode(model):
                 for pos, x, _ in passes.pool(self.batch_size):
                     lp, lm, eps = perturbed_logits(model, x, g_l, eps_scale=self.eps_scale)     # Eq. 15
-                    rows.append((pos, (lp.float() - lm.float()) / (2 * eps)))                  # (B, C) ~ J_z g_l
-                    rows.append((pos + passes.size, F.softmax(((lp + lm) / 2).float(), dim=1)))
-            both = _assemble(rows, 2 * passes.size, passes)
+                    both = _put(both, 2 * passes.size, pos, (lp.float() - lm.float()) / (2 * eps))  # ~ J_z g_l
+                    both = _put(both, 2 * passes.size, pos + passes.size, F.softmax(((lp + lm) / 2).float(), dim=1))
+            both = passes.sum_all(both)
             dz, p = both[:passes.size], both[passes.size:]
         if self.how == "labels":
             dlogp = dz - (p * dz).sum(1, keepdim=True)
