@@ -2,6 +2,7 @@
 whole-pool pass (a label bank's refresh) does not pin them so that the heap grows chunk by chunk."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -39,32 +40,37 @@ def test_kept_blocks_cut_the_page_faults_of_repeated_steps() -> None:
 
 
 POOL_PASS = """
-import torch
+import resource, torch
 from metassl.algorithms.selftrain import teacher_pass
 from metassl.batch import Passes
 from metassl.models import build_model
 from metassl.torch_utils import keep_freed_memory
 assert keep_freed_memory()
+torch.set_num_threads(1)
 torch.manual_seed(0)
 model = build_model("cnn", 10, 1, 28).eval().to(memory_format=torch.channels_last)
-images = torch.randn(8192, 1, 28, 28).to(memory_format=torch.channels_last)
+images = torch.randn(16384, 1, 28, 28).to(memory_format=torch.channels_last)
 def pool(batch_size):
     for i in range(0, len(images), batch_size):
         pos = torch.arange(i, min(i + batch_size, len(images)))
         yield pos, images[pos], torch.zeros(len(pos), dtype=torch.long)
 passes = Passes(pool, lambda batch_size, held_out: iter(()), len(images), False, lambda t: t)
-resident_mib = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+peak_mib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+with torch.no_grad():
+    for _ in range(2):
+        model(images[:256])
+before = peak_mib()
 teacher_pass(model, passes, 256, False, features=True)
-before = resident_mib()
-teacher_pass(model, passes, 256, False, features=True)
-print(resident_mib() - before)
+print(peak_mib() - before)
 """
 
 
-def test_a_repeated_whole_pool_pass_does_not_grow_resident_memory() -> None:
-    """Per-chunk outputs kept alive between chunks' freed activations made the fmnist recipe peak at 3 GB
-    instead of 0.9 under kept blocks (37 MiB more per repeated pass of these 8192 images, 0 now)."""
+def test_a_whole_pool_pass_keeps_peak_memory_near_one_chunk() -> None:
+    """Per-chunk outputs kept alive between chunks' freed activations pinned them: under kept blocks the
+    fmnist recipe peaked at 3.2 GB instead of 0.9, and this pass of 16384 images (one thread) rose 566 MiB
+    instead of about 27 (its outputs are 9 MiB, one chunk's activations about 26)."""
     if not keep_freed_memory():
         pytest.skip("no glibc malloc here")
-    out = subprocess.run([sys.executable, "-c", POOL_PASS], capture_output=True, text=True, check=True)
-    assert float(out.stdout.split()[-1]) < 8, out.stdout
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", POOL_PASS], capture_output=True, text=True, check=True, env=env)
+    assert float(out.stdout.split()[-1]) < 150, out.stdout
