@@ -53,7 +53,8 @@ def grads(name: str, weight: float, **overrides) -> tuple[list[torch.Tensor], di
 @pytest.mark.parametrize("name", SSL)
 def test_unlabeled_loss_has_gradient_wrt_student(name):
     """grad(loss at w=1) - grad(loss at w=0) is the gradient of the unlabeled term: it must not vanish
-    (USB's Mean Teacher took it from the no-grad teacher pass, so it did; USB issues 102, 226)."""
+    (USB's Mean Teacher took it from the no-grad teacher pass, so its unlabeled loss gave the student
+    no gradient at all)."""
     own = ALGORITHMS[name].keys                                          # zero thresholds: the mask is non-empty
     thresholds = {k: 0.0 for k in ("fixmatch_threshold", "pseudolabel_threshold", "bank_threshold") if k in own}
     g1, metrics = grads(name, 1.0, **thresholds)
