@@ -3,7 +3,7 @@ run interleaved (so the machine's speed drift hits all alike), tabulated.
 
     make peers      # the three toolkits' virtual environments, once
     python3 benchmarks/peers/run.py --algorithms fixmatch,flexmatch,supervised --iterations 200 \
-        --seeds 0 --settings matched --out docs/results/peers/matched-200it
+        --seeds 0 --settings matched --out results/peers/matched-200it
 
 Order: for each seed, algorithm and setting, one round runs every toolkit back to back, the toolkit order
 rotating from round to round. Each run is a subprocess in its toolkit's venv writing

@@ -2,15 +2,15 @@
 (selftrain) and supervised for the same minutes, per seed (= split seed), with the bank diagnostics summed over
 the refreshes. Supervised at 1000 labels is the committed make-run rows (4660 iterations: make run's training
 seconds at the supervised step's cost).
-    python docs/results/bank-confirm/summary.py docs/results/bank-confirm > docs/results/bank-confirm/summary.md"""
+    python results/bank-confirm/summary.py results/bank-confirm > results/bank-confirm/summary.md"""
 import json
 import statistics
 import sys
 from pathlib import Path
 
 root = Path(sys.argv[1])
-SUP_1000 = {0: "docs/results/make-run-supervised", 1: "docs/results/make-run-pairs/supervised-s1",
-            2: "docs/results/make-run-pairs/supervised-s2"}
+SUP_1000 = {0: "results/make-run-supervised", 1: "results/make-run-pairs/supervised-s1",
+            2: "results/make-run-pairs/supervised-s2"}
 
 
 def result(d: Path) -> dict | None:

@@ -1,9 +1,9 @@
 """The 3800-iteration CPU suites (BENCHMARKS 1b, 1c) with the label bank beside their committed entries.
 
-    python docs/results/bank-suites/summary.py > docs/results/bank-suites/summary.md
+    python results/bank-suites/summary.py > results/bank-suites/summary.md
 
-Reads the committed rows of docs/results/cpu-<suite>-3800it-recipe/summary.csv (2 threads, 2026-11-26) and the
-runs of docs/results/bank-suites/<suite>/<entry>-s<seed>/ (queue.sh: metaselftrain for seeds 0-2, supervised for
+Reads the committed rows of results/cpu-<suite>-3800it-recipe/summary.csv (2 threads, 2026-11-26) and the
+runs of results/bank-suites/<suite>/<entry>-s<seed>/ (results/README.md: metaselftrain for seeds 0-2, supervised for
 seed 0 again at one thread, 2026-12-03), and prints one table per suite and the paired differences by seed.
 """
 from __future__ import annotations

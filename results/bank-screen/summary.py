@@ -1,5 +1,5 @@
 """Summarise the label-bank screen: final validation (and test) error, and each refresh's bank diagnostics.
-    python docs/results/bank-screen/summary.py docs/results/bank-screen > docs/results/bank-screen/summary.md"""
+    python results/bank-screen/summary.py results/bank-screen > results/bank-screen/summary.md"""
 import json
 import sys
 from pathlib import Path

@@ -2,7 +2,7 @@
 # The time-to-accuracy recipe screen of docs/PERFORMANCE.md: paired runs on seed 0's split,
 # every choice read off the validation split (num_val=5000 held out of the training set), never the test set.
 #
-#   docs/results/commands/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | s3 | s4 | all (default) | pairs; NPAR runs at once (default 2)
+#   results/commands/recipe_screen.sh [STAGE] [NPAR]     # STAGE: s1 | s2 | s3 | s4 | all (default) | pairs; NPAR runs at once (default 2)
 #
 # s1: the shared recipe at 1200 metamixup iterations: the preset as it was (c0) vs EMA evaluation (c1).
 # s2: a 10-minute budget on this 2-core CPU (iteration counts from the measured step costs, see the doc):
@@ -17,7 +17,7 @@
 # pairs: is `make run` below supervised for the same minutes (paired, 3 seeds)? the preset as it
 #     is (no validation split) and supervised for 4660 iterations (the make run's 508 training seconds at the
 #     idle step costs, docs/PERFORMANCE.md), on each of SEEDS (seed and split seed alike; default "1 2", seed 0
-#     being docs/results/make-run{,-supervised}). Not part of `all`.
+#     being results/make-run{,-supervised}). Not part of `all`.
 # s5: is the labeled-only warm-up, chosen at 1000 labels, also right at 100 (num_labels=100, the bench's
 #     fmnist-100)? FixMatch with s4's schedule (1900 labeled-only + 1900 FixMatch iterations) against FixMatch
 #     from the first iteration for the same idle training seconds (2480 iterations = 1900 x (75.5 + 248) / 248,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tune every entry, then bench it with the chosen values, as a pool of processes sharing one GPU.
 
-    python docs/results/commands/tune_bench_parallel.py --suites fmnist-100,fmnist-1000 --entries supervised,fixmatch,metamixup \
+    python results/commands/tune_bench_parallel.py --suites fmnist-100,fmnist-1000 --entries supervised,fixmatch,metamixup \
         --workers 15 --deadline 540 --out runs/gpu [--long 3000 --long-entries supervised,fixmatch] [key=value ...]
 
 Per (suite, entry), in the order given: `metassl tune` (tune.BUDGET, scored on validation), then one

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run one `metassl bench` suite as several processes sharing one GPU, then write the combined tables.
 #
-#   docs/results/commands/bench_parallel.sh SUITE "GROUP GROUP ..." [key=value ...]
-#   docs/results/commands/bench_parallel.sh fmnist-1000 "metamixup,supervised,pimodel meta,fully-supervised,pseudolabel \
+#   results/commands/bench_parallel.sh SUITE "GROUP GROUP ..." [key=value ...]
+#   results/commands/bench_parallel.sh fmnist-1000 "metamixup,supervised,pimodel meta,fully-supervised,pseudolabel \
 #       fixmatch,meanteacher,vat-ent mixup,neither,vat metafixmatch,mixmatch" iterations=3000 eval_every=300 \
 #       checkpoint_every=300 warmup=300 consistency_rampup=300
 #
@@ -22,7 +22,7 @@ METASSL=${METASSL:-metassl}
 if command -v nvidia-cuda-mps-control >/dev/null; then
   export CUDA_MPS_PIPE_DIRECTORY=${CUDA_MPS_PIPE_DIRECTORY:-/tmp/mps} CUDA_MPS_LOG_DIRECTORY=${CUDA_MPS_LOG_DIRECTORY:-/tmp/mps-log}
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-  pgrep -f nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d || true
+  nvidia-cuda-mps-control -d 2>/dev/null || true     # fails harmlessly where the daemon already runs
   if ! timeout 60 python3 -c "import torch; torch.zeros(1).cuda()" 2>/dev/null; then
     echo quit | nvidia-cuda-mps-control 2>/dev/null || true
     unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; echo "CUDA MPS unavailable: processes time-share the GPU" >&2

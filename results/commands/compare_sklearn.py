@@ -1,8 +1,8 @@
 """MetaSSLClassifier against scikit-learn's semi-supervised estimators; prints a markdown table.
 
-    python docs/results/commands/compare_sklearn.py                        # digits and breast cancer, splits 0 1 2, 2 threads
-    python docs/results/commands/compare_sklearn.py --data digits --only metassl supervised --splits 0
-    python docs/results/commands/compare_sklearn.py --splits 100 101 102   # other split seeds (for tuning; the table uses 0 1 2)
+    python results/commands/compare_sklearn.py                        # digits and breast cancer, splits 0 1 2, 2 threads
+    python results/commands/compare_sklearn.py --data digits --only metassl supervised --splits 0
+    python results/commands/compare_sklearn.py --splits 100 101 102   # other split seeds (for tuning; the table uses 0 1 2)
 
 Protocol (digits): 397 test rows held out (stratified, `random_state=split`), 10 labels per class
 kept among the 1400 training rows (drawn with `np.random.default_rng(split)`), the rest of them -1. Breast
@@ -97,7 +97,7 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
-    print(f"`python docs/results/commands/compare_sklearn.py {' '.join(os.sys.argv[1:])}`, {date.today()}, "
+    print(f"`python results/commands/compare_sklearn.py {' '.join(os.sys.argv[1:])}`, {date.today()}, "
           f"{platform.machine()} {os.cpu_count()} cpu, {args.threads} threads, load average at start "
           f"{os.getloadavg()[0]:.1f}\n")
     for data in args.data:

@@ -7,4 +7,4 @@ R="iterations=2000 labeled_warmup=800 bank_every=400 consistency_rampup=100 bank
 run() { name=$1; shift; [ -f $OUT/$name/results.json ] && return
   nice -n -15 .venv/bin/metassl train --preset fmnist-1000 --quiet --force --out $OUT/$name $R "$@" > $OUT/$name.log 2>&1; }
 export -f run; export OUT R
-cat docs/results/bank-screen/${QUEUE:-queue.txt} | xargs -P 2 -L 1 bash -c 'run "$@"' _
+cat results/bank-screen/${QUEUE:-queue.txt} | xargs -P 2 -L 1 bash -c 'run "$@"' _

@@ -1,7 +1,7 @@
 """Choose MetaSSLClassifier's defaults and the classical baselines' settings on development data that no reported
 table uses, scored on validation rows; writes every fit as a CSV row.
 
-    python docs/results/commands/sklearn_dev.py --out docs/results/sklearn-dev/rows.csv
+    python results/commands/sklearn_dev.py --out results/sklearn-dev/rows.csv
 
 Development data (disjoint from digits and breast cancer, the reported data sets):
   fmnist8   1797 Fashion-MNIST training images (seeded draw), area-downsampled to 8x8 and scaled to 0..16 as
@@ -9,7 +9,7 @@ Development data (disjoint from digits and breast cancer, the reported data sets
   wine      scikit-learn's wine data (178 rows, 13 features on very different scales, 3 classes): 45 validation
             rows, 10 labels per class among the other 133.
 Dev splits 0, 1, 2 (the same draw rules as compare_sklearn.py). MetaSSLClassifier candidates vary the module
-constants of estimator.py (passes, init share, init neighbours) and lr; LabelSpreading and SelfTraining
+constants of src/metassl/estimator/recipe.py (passes, init share, init neighbours) and lr; LabelSpreading and SelfTraining
 candidates vary kernel / base estimator and standardisation. Rows: data, split, family, candidate, val accuracy.
 """
 from __future__ import annotations
@@ -138,7 +138,7 @@ def main() -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from metassl import estimator
+    from metassl.estimator import recipe
     torch.set_num_threads(1)
     threadpool_limits(1)
     warnings.simplefilter("ignore")
@@ -158,16 +158,16 @@ def main() -> None:
                 for (family, name), make in baseline_candidates(split).items():
                     jobs.append((family, name, {}, make))
             for family, name, consts, make in jobs:
-                saved = {k: getattr(estimator, k) for k in consts}
+                saved = {k: getattr(recipe, k) for k in consts}
                 for k, v in consts.items():
-                    setattr(estimator, k, v)
+                    setattr(recipe, k, v)
                 try:
                     c = time.process_time()
                     acc = 100 * make().fit(X_tr, y_semi).score(X_va, y_va)
                     cpu = time.process_time() - c
                 finally:
                     for k, v in saved.items():
-                        setattr(estimator, k, v)
+                        setattr(recipe, k, v)
                 w.writerow([data, split, family, name, f"{acc:.2f}", f"{cpu:.1f}"])
                 f.flush()
                 print(f"{data} {split} {family} {name}: {acc:.1f} ({cpu:.1f} CPU s)", flush=True)
