@@ -1,5 +1,6 @@
-"""The Python API round-trips a run: `metassl.load` predicts what `metassl predict` prints, on arrays, files and
-folders, and `metassl export` writes a file torch alone loads that gives the same predictions."""
+"""The Python API round-trips a run: `metassl.load` predicts what `metassl predict` prints, on arrays, tensors,
+lists of arrays, files and folders, and `metassl export` writes a file torch alone loads that gives the same
+predictions."""
 import csv
 import io
 import subprocess
@@ -42,7 +43,9 @@ def test_load_predicts_what_the_cli_prints_for_arrays_and_files(run, capsys):
     names, p_cli = cli_predict(run_dir, new, capsys)
     model = metassl.load(run_dir, device="cpu")
     assert model.classes == CLASSES and (model.channels, model.image_size) == (1, 8)
-    for images in (new, str(new), data.x_test, data.x_test[..., 0]):     # .npz path, NHWC and NHW arrays
+    xt = torch.from_numpy(data.x_test)
+    for images in (new, str(new), data.x_test, data.x_test[..., 0],      # .npz path, NHWC and NHW arrays
+                   xt, xt[..., 0], list(data.x_test), [t for t in xt]):  # tensors, lists of arrays and of tensors
         p = model.predict_proba(images)
         np.testing.assert_allclose(p, p_cli, rtol=1e-5, atol=1e-6)        # the CSV prints 6 significant digits
         assert [model.classes[k] for k in model.predict(images)] == names

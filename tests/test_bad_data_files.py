@@ -116,6 +116,15 @@ NPZ_CASES = {       # name: (arrays, what the one line must name)
     "y_test mismatched": (dict(G, y_test=G["y_test"][:3]), 'y_test'),
     "classes not strings": (dict(G, classes=np.arange(4)), 'classes'),
     "labels beyond classes": (dict(G, classes=np.array(["a", "b"])), '2 classes'),
+    # without classes the classes are those of y_test: a stray train label is a label error, named with its count
+    "stray y label": (dict(G, y=np.where(np.arange(N_TRAIN) == 3, 4, G["y"])),
+                      'y labels span 0..4 but there are 4 classes (those of y_test'),
+    "stray y label, counted": (dict(G, y=np.where(np.arange(N_TRAIN) % 10 == 3, 7, G["y"])),
+                               'label 7 is on 4 images, the first at index 3'),
+    "stray y_test label": (dict(G, y_test=np.where(np.arange(8) == 2, 4, G["y_test"])),
+                           'y_test has a label no image in y carries (label 4 is on 1 image, index 2)'),
+    "stray y label with classes": (dict(G, y=np.where(np.arange(N_TRAIN) == 5, 4, G["y"]),
+                                        classes=np.array(["a", "b", "c", "d"])), 'label 4 is on 1 image, index 5'),
     "x_unlabeled other size": (dict(G, x_unlabeled=np.zeros((5, 4, 4, 1), np.uint8)), 'x_unlabeled'),
     "flip not bool": (dict(G, flip=np.array([1.5])), 'flip'),
     "unknown key": (dict(G, labels=G["y"]), "'labels'"),
@@ -126,7 +135,21 @@ NPZ_CASES = {       # name: (arrays, what the one line must name)
 @pytest.mark.parametrize("case", sorted(NPZ_CASES))
 def test_bad_npz_names_the_fault(case, capsys, tmp_path):
     arrays, needle = NPZ_CASES[case]
-    assert needle in train_rejects([], capsys, tmp_path, _npz(tmp_path / "bad.npz", **arrays))
+    line = train_rejects([], capsys, tmp_path, _npz(tmp_path / "bad.npz", **arrays))
+    assert needle in line and "divisible" not in line
+
+
+def test_files_that_are_no_npz_archive_say_so_without_pickle_advice(capsys, tmp_path):
+    (tmp_path / "text.npz").write_text("label,pixel0\n3,0\n")
+    np.save(tmp_path / "one.npy", G["x"])
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    obj = _npz(tmp_path / "obj.npz", **dict(G, x=np.array([object()] * N_TRAIN, dtype=object)))
+    for name, needle in (("text.npz", "is not a NumPy .npz archive (it starts with b'label,pixel0"),
+                         ("one.npz", "single-array NumPy .npy file"), ("empty.npz", "(it is empty)")):
+        line = train_rejects([], capsys, tmp_path, tmp_path / name)
+        assert needle in line and "pickle" not in line, line
+    assert "x is an object array" in train_rejects([], capsys, tmp_path, obj)     # pickle named only here
 
 
 def test_npz_special_files(capsys, tmp_path):

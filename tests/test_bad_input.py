@@ -3,8 +3,10 @@
 (corrupt data files: test_bad_data_files.py; the shared check: bad_input.py). test_config.py covers how
 valid settings combine, test_cli.py the subcommands working end to end.
 
-Everything goes through `metassl.cli.main([...])` (three cases also through a real subprocess). Part
-of the matrix is generated with hypothesis (bounded: few examples, no deadline).
+Everything goes through `metassl.cli.main([...])` (three cases also through a real subprocess) and, where
+Python has an entry point (build_config + train, load, predict), through it too: a UserError of one line
+that names arguments as Python spells them (resume=True, run_dir, input_path). Part of the matrix is
+generated with hypothesis (bounded: few examples, no deadline).
 """
 from __future__ import annotations
 
@@ -16,10 +18,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import metassl
 from metassl.cli import main
-from metassl.config import FIELDS, PRESETS
+from metassl.config import FIELDS, PRESETS, Config
+from metassl.algorithms import build_config
 from metassl.data import sources
-from tests.bad_input import BASE, N_CLASSES, N_TRAIN, SETTINGS, fresh, good_npz, rejects, train_rejects  # noqa: F401
+from metassl.predict import predict
+from metassl.train import train
+from tests.bad_input import (BASE, N_CLASSES, N_TRAIN, SETTINGS, fresh, good_npz, python_rejects,  # noqa: F401
+                             rejects, train_rejects)
 
 
 pytestmark = pytest.mark.usefixtures("isolated")   # conftest.py: no real data, cache, env or network
@@ -61,6 +68,14 @@ def test_bad_config_value_names_the_key(override, needle, good_npz, capsys, tmp_
             pytest.skip("CUDA is available here")
     line = train_rejects(override.split(" "), capsys, tmp_path, good_npz)
     assert needle in line
+
+
+def test_too_many_labels_blame_validation_only_when_there_is_some(good_npz, capsys, tmp_path):
+    """10 images per class: num_labels=400 asks 100 each; 'after validation' only when num_val took some."""
+    line = train_rejects(["num_labels=400", "num_val=0"], capsys, tmp_path, good_npz)
+    assert "has 10 images, fewer than the 100" in line and "validation" not in line and "num_val" not in line
+    line = train_rejects(["num_labels=36", "num_val=8"], capsys, tmp_path, good_npz)
+    assert "8 images left after validation (2 per class for num_val=8)" in line and "num_val" in line
 
 
 def _floats(**kw):
@@ -248,6 +263,40 @@ def test_bad_command_lines_name_the_bad_part(good_npz, capsys, tmp_path):
     assert afile.read_text() == "x"
 
 
+def test_command_line_cases_with_a_python_entry_point_are_refused_there_in_python_words(good_npz, capsys,
+                                                                                      tmp_path):
+    """One table drives both: the CLI names its flags (--resume, --out, INPUT), Python its arguments."""
+    run = _finished_run(tmp_path, good_npz)
+    afile, empty, nope, no_images = tmp_path / "a_file", tmp_path / "empty", tmp_path / "nope", tmp_path / "no-images"
+    afile.write_text("x")
+    empty.mkdir()
+    cfg = build_config(None, None, BASE[2:] + [f"dataset={good_npz}"])
+    good = BASE + [f"dataset={good_npz}", "--out"]
+    cases = [       # (argv, what the CLI line names, the Python call, what its message names)
+        (["train", "--resume", str(nope)], ["no metassl run"],
+         lambda: train(Config(), nope, resume=True), ["no metassl run"]),
+        (["train", "--resume", str(empty)], ["no metassl run"],
+         lambda: train(Config(), empty, resume=True), ["no metassl run"]),
+        (good + [str(afile)], ["is a file", "another --out"], lambda: train(cfg, afile, quiet=True),
+         ["is a file", "another run_dir"]),
+        (good + [str(run)], ["--resume", "--force"], lambda: train(cfg, run, quiet=True),
+         ["resume=True", "force=True"]),
+        (["predict", str(nope), str(empty)], ["no metassl run"], lambda: metassl.load(nope), ["no metassl run"]),
+        (["predict", str(run), str(no_images)], ["INPUT", "no-images", "does not exist"],
+         lambda: predict(run, no_images, device="cpu"), ["input_path=", "no-images", "does not exist"]),
+        (["predict", str(run), str(no_images)], ["INPUT"],
+         lambda: metassl.load(run, device="cpu").predict(no_images), ["images=", "no-images", "does not exist"]),
+        (["predict", str(run), str(afile)], ["INPUT", "neither"],
+         lambda: metassl.load(run, device="cpu").predict_proba(afile), ["images=", "neither"]),
+    ]
+    for argv, cli_needles, call, py_needles in cases:
+        line = rejects(argv, capsys, None)
+        msg = str(python_rejects(call))
+        assert all(n in line for n in cli_needles), (argv, line)
+        assert all(n in msg for n in py_needles), (argv, msg)
+    assert afile.read_text() == "x" and not any(empty.iterdir())
+
+
 def _subcommands() -> set[str]:
     import argparse
 
@@ -274,6 +323,10 @@ def test_existing_run_is_refused_and_untouched(good_npz, capsys, tmp_path):
     # --force with bad input must not destroy the old run either: the data are checked before anything is cleared
     rejects(BASE + ["dataset=/no/such.npz", "--force", "--out", str(run)], capsys, None)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    msg = str(python_rejects(lambda: train(build_config(None, None, BASE[2:] + [f"dataset={good_npz}"]), run)))
+    assert "resume=True" in msg and "force=True" in msg
+    python_rejects(lambda: train(build_config(None, None, BASE[2:] + ["dataset=/no/such.npz"]), run, force=True))
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 def test_damaged_run_directories_are_refused_by_resume_and_eval(good_npz, capsys, tmp_path):
@@ -284,13 +337,17 @@ def test_damaged_run_directories_are_refused_by_resume_and_eval(good_npz, capsys
     for text in ("{not json", "[1, 2]", '{"lr": "fast"}', '{"lerning_rate": 1}', "", '{"lr": -1}'):
         (run / "config.json").write_text(text)
         rejects(["train", "--resume", str(run), "--quiet"], capsys, None)
-        if text != '{"lr": -1}':                  # eval needs no lr: only an unreadable config stops it
+        python_rejects(lambda: train(Config(), run, resume=True, quiet=True))
+        if text != '{"lr": -1}':                  # eval and load need no lr: only an unreadable config stops them
             rejects(["eval", str(run), "--device", "cpu"], capsys, None)
+            python_rejects(lambda: metassl.load(run, device="cpu"))
     (run / "config.json").write_text(cfg)
     for name in ("last.pt", "prev.pt"):
         (run / name).write_bytes(b"garbage")
-    rejects(["train", "--resume", str(run), "--quiet"], capsys, None)
+    assert "--force" in rejects(["train", "--resume", str(run), "--quiet"], capsys, None)
+    assert "force=True" in str(python_rejects(lambda: train(Config(), run, resume=True, quiet=True)))
     rejects(["eval", str(run), "--device", "cpu"], capsys, None)
+    python_rejects(lambda: metassl.load(run, device="cpu"))
 
 
 # ----------------------------------------------------------------------------- real processes

@@ -106,8 +106,8 @@ def load(run_dir: Path) -> dict[str, Any]:
             print(f"metassl: warning: {run_dir / LAST} is unusable ({errors[-1]}); resuming from {PREV} "
                   f"(iteration {state['iteration']})", file=sys.stderr)
         return state
-    raise UserError(f"no readable checkpoint in {run_dir} ({'; '.join(errors)}); start the run again "
-                    f"with --force (without --resume)")
+    raise UserError.worded("no readable checkpoint in {dir} ({why}); start the run again with {force} (without "
+                           "{resume})", dir=run_dir, why="; ".join(errors))
 
 
 def exists(run_dir: Path) -> bool:

@@ -8,10 +8,11 @@
     model.predict_proba("photos/")                            # (N, K) probabilities, columns = model.classes
 
 INPUT is an .npz with key `x` (uint8, (N, H, W) or (N, H, W, C)), a folder of images (flat, or with class
-subfolders one level deep; the folder names are not used), a list of image files, or (in Python) a uint8
-numpy array shaped like an .npz's `x`. Image files are converted to the run's channels (grayscale or RGB)
-and resized to its image size with Pillow; arrays must already match. Images are normalised with the
-mean/std saved in the checkpoint, and the class names travel with it.
+subfolders one level deep; the folder names are not used), or in Python also a list of image files, a uint8
+numpy array or torch tensor (any device) shaped like an .npz's `x`, or a list of equal-shape uint8 arrays.
+Image files are converted to the run's channels (grayscale or RGB) and resized to its image size with
+Pillow; arrays must already match (channels last). No images give an empty result: (0,), or (0, K).
+Images are normalised with the mean/std saved in the checkpoint, and the class names travel with it.
 CSV columns: file_or_index, predicted_class, p_<class name> for every class (rows sum to 1).
 """
 from __future__ import annotations
@@ -30,25 +31,44 @@ from .data import formats
 from .errors import UserError
 from .torch_utils import to_nchw
 
-Images = Union[np.ndarray, str, Path, Sequence[Union[str, Path]]]
+Images = Union[np.ndarray, Tensor, str, Path, Sequence[Union[str, Path, np.ndarray, Tensor]]]
+ACCEPTED = ("a uint8 array or torch tensor (N, H, W[, C]), a list of equal-shape uint8 arrays, an .npz path, "
+            "an image folder or a list of image files")
 
 
-def _checked(x: np.ndarray, where: str, channels: int, size: int) -> np.ndarray:
-    """uint8 (N, H, W[, C]) images as NHWC, or a one-line error if they do not match the run's shape."""
+def _numpy(x: np.ndarray | Tensor) -> np.ndarray:
+    """A tensor (any device) as a numpy array; an array as it is."""
+    if not isinstance(x, Tensor):
+        return x
+    x = x.detach().cpu()
+    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
+
+
+def _checked(x: np.ndarray, what: str, channels: int, size: int, torch_style: bool = False) -> np.ndarray:
+    """uint8 (N, H, W[, C]) images as NHWC, or a one-line error saying how they differ from what the run takes
+    (`what`: the images, as the message names them; `torch_style`: give the fixes in torch's words)."""
     if x.dtype != np.uint8:
-        raise UserError(f"{where}: images must be uint8, got {x.dtype}; convert with "
-                        f"(x * 255).round().astype(np.uint8) if they are in [0, 1]")
-    x = x[..., None] if x.ndim == 3 else x
-    if x.ndim != 4:
-        raise UserError(f"{where}: images must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
-    if x.shape[1:] != (size, size, channels):
-        raise UserError(f"{where}: images are {x.shape[1]}x{x.shape[2]} with {x.shape[3]} channel(s) but "
-                        f"the run expects {size}x{size} with {channels}; resize/convert them first")
-    return x
+        raise UserError(f"{what} must be uint8, got {x.dtype}{formats.uint8_advice(x, 'x', torch_style)}")
+    want = (size, size, channels)
+    nhwc = x[..., None] if x.ndim == 3 else x
+    if nhwc.ndim == 4 and nhwc.shape[1:] == want:
+        return nhwc
+    if x.shape in (want, want[:2]):
+        raise UserError(f"{what} have shape {x.shape}, one image; pass a batch of one: x[None]")
+    if x.ndim == 4 and (x.shape[1] <= 4 < x.shape[3] or x.shape[1:] == (channels, size, size)):
+        flip = "x.permute(0, 2, 3, 1)" if torch_style else "x.transpose(0, 2, 3, 1)"
+        raise UserError(f"{what} have shape {x.shape}, which is channels-first (N, C, H, W); the run takes "
+                        f"channels-last (N, {size}, {size}, {channels}): convert with {flip}")
+    if nhwc.ndim != 4:
+        raise UserError(f"{what} must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+    raise UserError(f"{what} are {nhwc.shape[1]}x{nhwc.shape[2]} with {nhwc.shape[3]} channel(s) but the run "
+                    f"expects {size}x{size} with {channels}; resize/convert them first")
 
 
 def _read_files(files: list[Path], channels: int, size: int) -> np.ndarray:
     """Image files as uint8 (N, size, size, channels): converted to the run's channels and resized."""
+    if not files:
+        return np.zeros((0, size, size, channels), np.uint8)
     if channels not in (1, 3):
         raise UserError(f"the run expects {channels}-channel images; image files give grayscale or RGB, "
                         f"so pass an .npz with key x of shape (N, {size}, {size}, {channels})")
@@ -59,8 +79,9 @@ def _read_files(files: list[Path], channels: int, size: int) -> np.ndarray:
     return x
 
 
-def read_input(path: Path, channels: int, size: int) -> tuple[list[str], np.ndarray]:
-    """(names, uint8 (N, H, W, C) images) of an .npz or an image folder, checked against the run's shape."""
+def read_input(path: Path, channels: int, size: int, arg: str = "images") -> tuple[list[str], np.ndarray]:
+    """(names, uint8 (N, H, W, C) images) of an .npz or an image folder, checked against the run's shape;
+    `arg` is the Python argument that named `path` (the command line's INPUT)."""
     if path.is_dir():
         files = formats.list_images(path) + [f for d in sorted(p for p in path.iterdir() if p.is_dir()
                                                                and not p.name.startswith("."))
@@ -69,14 +90,15 @@ def read_input(path: Path, channels: int, size: int) -> tuple[list[str], np.ndar
             raise UserError(f"{path} holds no images (allowed: {', '.join(formats.IMAGE_EXTENSIONS)}), "
                             f"neither directly nor in subfolders")
         return [f.relative_to(path).as_posix() for f in files], _read_files(files, channels, size)
+    named = (f"{arg}={str(path)!r}", f"INPUT {path}")
     if not path.exists():
-        raise UserError(f"INPUT {path} does not exist; pass an .npz file or a folder of images")
+        raise UserError.worded("{input} does not exist; pass an .npz file or a folder of images", input=named)
     if path.suffix.lower() != ".npz" or not path.is_file():
-        raise UserError(f"INPUT {path} is neither an image folder nor an .npz file")
-    arrays = formats.read_npz(path)
+        raise UserError.worded("{input} is neither an image folder nor an .npz file", input=named)
+    arrays = formats.read_npz(path, expected="x (uint8 images)")
     if "x" not in arrays:
         raise UserError(f"npz file {path} has no key 'x' (has {sorted(arrays)}); expected x: uint8 (N, H, W[, C])")
-    x = _checked(arrays["x"], f"npz file {path}", channels, size)
+    x = _checked(arrays["x"], f"the images (x) in npz file {path}", channels, size)
     return [str(i) for i in range(len(x))], x
 
 
@@ -108,21 +130,39 @@ class TrainedModel:
         return next(self.model.parameters()).device
 
     def read(self, images: Images) -> tuple[list[str], np.ndarray]:
-        """(names, uint8 (N, H, W, C)) of an array, an .npz, an image folder or a list of image files."""
-        if isinstance(images, np.ndarray):
-            x = _checked(images, "images", self.channels, self.image_size)
-            return [str(i) for i in range(len(x))], x
+        """(names, uint8 (N, H, W, C)) of an array or tensor, a list of arrays, an .npz, an image folder or a
+        list of image files."""
+        c, size = self.channels, self.image_size
         if isinstance(images, (str, Path)):
-            return read_input(Path(images), self.channels, self.image_size)
-        files = [Path(f) for f in images]
-        return [str(f) for f in files], _read_files(files, self.channels, self.image_size)
+            return read_input(Path(images), c, size)
+        if isinstance(images, (np.ndarray, Tensor)):
+            x = _checked(_numpy(images), "images", c, size, isinstance(images, Tensor))
+            return [str(i) for i in range(len(x))], x
+        if not isinstance(images, (list, tuple)):
+            raise UserError(f"images of type {type(images).__name__} are not accepted; pass {ACCEPTED}")
+        if all(isinstance(f, (str, Path)) for f in images):
+            files = [Path(f) for f in images]
+            return [str(f) for f in files], _read_files(files, c, size)
+        if not all(isinstance(a, (np.ndarray, Tensor)) for a in images):
+            kinds = sorted({type(a).__name__ for a in images})
+            raise UserError(f"images: a list must hold only image file paths or only arrays, got {kinds}; "
+                            f"pass {ACCEPTED}")
+        shapes = sorted({tuple(a.shape) for a in images})
+        if len(shapes) > 1:
+            raise UserError(f"images: the arrays in the list differ in shape ({shapes[0]}, {shapes[1]}, ...); "
+                            f"give them one shape, or pass their image files to be resized")
+        x = _checked(np.stack([_numpy(a) for a in images]), "images", c, size, isinstance(images[0], Tensor))
+        return [str(i) for i in range(len(x))], x
 
     def logits(self, images: Images) -> np.ndarray:
-        """Eval-mode logits (N, K), float32."""
+        """Eval-mode logits (N, K), float32; (0, K) for no images."""
         from .evaluate import predict_logits
 
+        x = self.read(images)[1]
+        if not len(x):
+            return np.zeros((0, len(self.classes)), np.float32)
         dev = self.device
-        x = to_nchw(self.read(images)[1], dev)
+        x = to_nchw(x, dev)
         return predict_logits(self.model, x, self.mean.to(dev), self.std.to(dev), self.batch_size).cpu().numpy()
 
     def predict_proba(self, images: Images) -> np.ndarray:
@@ -149,7 +189,7 @@ def predict(run_dir: str | Path, input_path: str | Path,
             device: str = "auto") -> tuple[list[str], np.ndarray, list[str]]:
     """(names, probabilities (N, K) float64, class names) for the images at input_path."""
     model = load(run_dir, device)
-    names, x = model.read(Path(input_path))
+    names, x = read_input(Path(input_path), model.channels, model.image_size, "input_path")
     return names, model.predict_proba(x), model.classes
 
 

@@ -117,19 +117,21 @@ def stoppable(fn):
 
 
 def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Never overwrite a run without --resume or --force (checks only: creates and deletes nothing)."""
+    """Never overwrite a run without resume or force (checks only: creates and deletes nothing). The messages
+    name them as the caller does: `--force` from the command line, `force=True` from Python."""
     if resume:
         if not (run_dir / "config.json").exists():
             raise UserError(f"cannot resume: {run_dir} holds no metassl run (no config.json)")
         return
     if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} is a file; pass another --out")
+        raise UserError.worded("run directory {dir} is a file; pass another {out}", dir=run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise UserError(f"run directory {run_dir} already exists; pass --resume to continue it or --force to overwrite")
+        raise UserError.worded("run directory {dir} already exists; pass {resume} to continue it or {force} to "
+                               "overwrite it", dir=run_dir)
 
 
 def open_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Create (or with --force clear) the run directory; called only once all input has been validated."""
+    """Create (or with force clear) the run directory; called only once all input has been validated."""
     check_run_dir(run_dir, resume, force)
     if resume:
         return

@@ -275,21 +275,68 @@ def resize_images(x: np.ndarray, size: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- npz
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of a .npz file (allow_pickle=False, so object arrays are refused)."""
+NPZ_CONTENTS = "x, y [, x_test, y_test, x_unlabeled, classes, flip]"   # what a training .npz holds
+
+
+def read_npz(path: Path, expected: str = NPZ_CONTENTS) -> dict[str, np.ndarray]:
+    """All arrays of a .npz file; object arrays are refused (loading them would unpickle, which can run code)."""
+    hint = f"expected np.savez output with plain arrays {expected}"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise UserError(f"cannot read .npz file {path}: {e.strerror or e}") from None
+    if head.startswith(b"\x93NUMPY"):
+        raise UserError(f"{path} is a single-array NumPy .npy file, not an .npz archive; {hint}")
+    if not head.startswith(b"PK"):                        # every zip archive, so every .npz, starts with PK
+        raise UserError(f"{path} is not a NumPy .npz archive (" + (f"it starts with {head!r}" if head else
+                        "it is empty") + f"); {hint}")
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except Exception as e:                                # BadZipFile, ValueError (object arrays), OSError...
-        raise UserError(f"cannot read .npz file {path}: {e}; expected np.savez output with plain arrays "
-                        f"x, y [, x_test, y_test, x_unlabeled, classes, flip]") from None
+            arrays = {k: _npz_member(f, k, path) for k in f.files}
+    except UserError:
+        raise
+    except Exception as e:                                # BadZipFile, truncated members, OSError...
+        raise UserError(f"cannot read .npz file {path}: {' '.join(str(e).split())}; {hint}") from None
+    return arrays
+
+
+def _npz_member(f: Any, key: str, path: Path) -> np.ndarray:
+    """One array of an open .npz; an object array or a member that is no array is a UserError."""
+    try:
+        arr = f[key]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+        raise UserError(f"npz file {path}: {key} is an object array (dtype=object), which only loads with "
+                        f"allow_pickle=True, and unpickling a data file can run code; save {key} as a plain "
+                        f"numeric or string array") from None
+    if not isinstance(arr, np.ndarray):
+        raise UserError(f"npz file {path}: member {key!r} is not a NumPy array; expected np.savez output")
+    return arr
+
+
+def uint8_advice(x: np.ndarray, name: str = "x", torch_style: bool = False) -> str:
+    """What non-uint8 images hold and how to convert them, judged from their values (the tail of a message
+    after the dtype): integers within 0..255 need only a cast, floats in [0, 1] a scaling, others a rescale."""
+    cast = ".to(torch.uint8)" if torch_style else ".astype(np.uint8)"
+    if x.size == 0 or x.dtype.kind not in "iuf":
+        return "; store the images as uint8 values 0..255"
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        return " holding NaN or Inf; images must be finite values 0..255 stored as uint8"
+    lo, hi = x.min(), x.max()
+    if x.dtype.kind == "f" and 0 <= lo and hi <= 1:
+        return f" in [0, 1]; convert with ({name} * 255).round(){cast}"
+    if 0 <= lo and hi <= 255:
+        return (f" holding {lo:g}..{hi:g}; convert with {name}.round(){cast}" if x.dtype.kind == "f"
+                else f" holding {lo}..{hi}; convert with {name}{cast}")
+    return f" holding {lo:g}..{hi:g}, outside 0..255; rescale them to 0..255 and store them as uint8"
 
 
 def as_nhwc(x: np.ndarray, key: str, path: Path) -> np.ndarray:
     """Check an npz image array is uint8 (N, H, W) or (N, H, W, C) and return it as NHWC."""
     if x.dtype != np.uint8:
-        raise UserError(f"npz file {path}: {key} must be uint8, got {x.dtype}; convert with "
-                        f"(x * 255).round().astype(np.uint8) if it is in [0, 1]")
+        raise UserError(f"npz file {path}: {key} must be uint8, got {x.dtype}{uint8_advice(x, key)}")
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:

@@ -168,7 +168,7 @@ def _load_idx(name: str, data_dir: str | None, image_size: int | None) -> ImageD
         if len(x) != len(y):
             raise UserError(f"{name} in {d}: {split} has {len(x)} images but {len(y)} labels; re-download the files")
     classes = FASHION_CLASSES if name == "fashion-mnist" else DIGITS
-    _check_labels(name, d, [ytr, yte], len(classes))
+    _check_labels(name, d, {"train labels": ytr, "t10k labels": yte}, len(classes))
     return ImageData(xtr, ytr, xte, yte, list(classes), flip=name == "fashion-mnist", name=name, extra={"path": str(d)})
 
 
@@ -183,7 +183,7 @@ def _load_cifar10(name: str, data_dir: str | None, image_size: int | None) -> Im
     xte, yte = formats.read_cifar_batch(d / "test_batch", "labels")
     xtr, ytr = np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train])
     classes = formats.read_label_names(d / "batches.meta", "label_names") or [f"class_{i}" for i in range(10)]
-    _check_labels(name, d, [ytr, yte], len(classes))
+    _check_labels(name, d, {"train labels": ytr, "test labels": yte}, len(classes))
     return ImageData(xtr, ytr, xte, yte, classes, flip=True, name=name, extra={"path": str(d)})
 
 
@@ -197,7 +197,7 @@ def _load_cifar100(name: str, data_dir: str | None, image_size: int | None) -> I
     xtr, ytr = formats.read_cifar_batch(d / "train", "fine_labels")
     xte, yte = formats.read_cifar_batch(d / "test", "fine_labels")
     classes = formats.read_label_names(d / "meta", "fine_label_names") or [f"class_{i}" for i in range(100)]
-    _check_labels(name, d, [ytr, yte], len(classes))
+    _check_labels(name, d, {"train labels": ytr, "test labels": yte}, len(classes))
     return ImageData(xtr, ytr, xte, yte, classes, flip=True, name=name, extra={"path": str(d)})
 
 
@@ -269,20 +269,28 @@ def _load_npz(name: str, data_dir: str | None, image_size: int | None) -> ImageD
     if "x_test" in a:
         xte = formats.as_nhwc(a["x_test"], "x_test", path)
         yte = formats.as_labels(a["y_test"], "y_test", len(xte), path)
-    else:                                                 # documented: stratified 10% of (x, y), seed 0
+    if "classes" in a:
+        c = a["classes"]
+        if c.ndim != 1 or c.dtype.kind not in "US":
+            raise UserError(f"npz file {path}: classes must be a 1-D array of str, got {c.dtype} {c.shape}")
+        classes, source = [str(s) for s in c], " (named in classes)"
+    elif "y_test" in a and len(yte):          # the classes are those of the test set: a stray y is a label error
+        classes = [str(i) for i in range(int(yte.max()) + 1)]
+        source = " (those of y_test; a classes array of names would declare more)"
+    else:
+        classes, source = [str(i) for i in range(int(y.max()) + 1)], ""
+    _check_labels("npz", path, {"y": y, **({"y_test": yte} if "y_test" in a else {})}, len(classes), source)
+    unseen = np.flatnonzero(~np.isin(yte, y)) if "classes" not in a and "y_test" in a else []
+    if len(unseen):
+        raise UserError(f"npz in {path}: y_test has a label no image in y carries ({_label_count(yte, unseen)}); "
+                        f"without a classes array the classes are 0..max(y_test) and each needs training images: "
+                        f"fix that label or add a classes array")
+    if "x_test" not in a:                                 # documented: stratified 10% of (x, y), seed 0
         keep, test = formats.stratified_holdout(y, 0.1, seed=0)
         x, y, xte, yte = x[keep], y[keep], x[test], y[test]
         extra["test_from_train"] = True
     xu = formats.as_nhwc(a["x_unlabeled"], "x_unlabeled", path) if "x_unlabeled" in a else None
     _check_shapes(path, {"x": x, "x_test": xte, **({"x_unlabeled": xu} if xu is not None else {})}, "")
-    if "classes" in a:
-        c = a["classes"]
-        if c.ndim != 1 or c.dtype.kind not in "US":
-            raise UserError(f"npz file {path}: classes must be a 1-D array of str, got {c.dtype} {c.shape}")
-        classes = [str(s) for s in c]
-    else:
-        classes = [str(i) for i in range(int(max(y.max(), yte.max(initial=0))) + 1)]
-    _check_labels("npz", path, [y, yte], len(classes))
     flip = False
     if "flip" in a:
         f = a["flip"]
@@ -292,12 +300,21 @@ def _load_npz(name: str, data_dir: str | None, image_size: int | None) -> ImageD
     return ImageData(x, y, xte, yte, classes, flip=flip, x_unlabeled=xu, name="npz", extra=extra)
 
 
-def _check_labels(name: str, where: Path, ys: list[np.ndarray], num_classes: int) -> None:
-    """Every label lies in 0..num_classes-1."""
-    for y in ys:
-        if len(y) and (y.min() < 0 or y.max() >= num_classes):
-            raise UserError(f"{name} in {where}: labels span {y.min()}..{y.max()} but there are {num_classes} "
-                            f"classes; labels must be 0..{num_classes - 1}")
+def _check_labels(name: str, where: Path, ys: dict[str, np.ndarray], num_classes: int, source: str = "") -> None:
+    """Every label lies in 0..num_classes-1; else one line naming the array, the first bad label, how many
+    images carry it and the first one's index (`source` says where the number of classes comes from)."""
+    for key, y in ys.items():
+        bad = np.flatnonzero((y < 0) | (y >= num_classes))
+        if len(bad):
+            raise UserError(f"{name} in {where}: {key} labels span {y.min()}..{y.max()} but there are {num_classes} "
+                            f"classes{source}; labels must be 0..{num_classes - 1}, and {_label_count(y, bad)}")
+
+
+def _label_count(y: np.ndarray, bad: np.ndarray) -> str:
+    """'label 10 is on 3 images, the first at index 7': the label at y's first `bad` index, how often and where."""
+    v = y[bad[0]]
+    n = int(np.count_nonzero(y == v))
+    return f"label {v} is on " + (f"{n} images, the first at index {bad[0]}" if n > 1 else f"1 image, index {bad[0]}")
 
 
 def _check_shapes(where: Path, sets: dict[str, np.ndarray], hint: str) -> None:
