@@ -57,20 +57,20 @@ def tiny_batch(algo, n: int = 8, seed: int = 1):
     base = torch.randn(n, 1, 6, 6, generator=g)
     x_ulb = [base + 0.1 * torch.randn(n, 1, 6, 6, generator=g) for _ in algo.views]
     batch = Batch(x_lb, y_lb, x_ulb, torch.randint(0, TINY_CLASSES, (n,), generator=g), torch.arange(n))
-    if getattr(algo, "refresh_every", 0):       # a label bank: the trainer's whole-pool pass comes first, with
-        refresh_on_batch(algo, tiny_net(), batch)   # the weights every step test starts from as the teacher
+    if getattr(algo, "bank_every", 0):          # a label bank: the trainer's whole-pool pass comes first, with
+        relabel_on_batch(algo, tiny_net(), batch)   # the weights every step test starts from as the teacher
     return batch
 
 
-def refresh_on_batch(algo, model, batch) -> None:
-    """A label bank's refresh whose pool is the batch's unlabeled images (at positions idx_ulb)."""
-    from metassl.batch import Passes
-    if getattr(algo, "params", None) == "head" and not hasattr(model, "fc"):   # tiny_net has no features/fc:
-        algo.params, algo.features = "all", False                              # the finite-difference path
+def relabel_on_batch(algo, model, batch) -> None:
+    """A label bank's relabelling whose pool is the batch's unlabeled images (at positions idx_ulb)."""
+    from metassl.batch import PoolPasses
+    if getattr(algo, "bank_params", None) == "head" and not hasattr(model, "fc"):   # tiny_net has no features/fc:
+        algo.bank_params, algo.features = "all", False                              # the finite-difference path
     x_pool = batch.x_ulb[0]
-    algo.refresh(model, Passes(lambda bs: iter([(batch.idx_ulb, x_pool, batch.y_ulb)]),
-                               lambda bs, held_out: iter([(batch.x_lb, batch.y_lb)]), len(x_pool), False,
-                               lambda t: t), tiny_context())
+    algo.relabel(model, PoolPasses(lambda bs: iter([(batch.idx_ulb, x_pool, batch.y_ulb)]),
+                                   lambda bs, held_out: iter([(batch.x_lb, batch.y_lb)]), len(x_pool), False,
+                                   lambda t: t), tiny_context())
 
 
 def tiny_context(weight: float = 1.0, beta: float = 0.05, iteration: int = 10, lr: float = 0.05):
@@ -124,7 +124,7 @@ def identity_net(classes: int):
 
 def tiny_run(root: Path, classes: list[str]):
     """A 20-iteration metamixup run on a tiny 8x8 grayscale .npz with named classes: (run dir, its data)."""
-    from metassl.config import build_config
+    from metassl.algorithms import build_config
     from metassl.train import train
     data = make_tiny_data(n_train=120, n_test=40, size=8)
     write_tiny_npz(root / "tiny.npz", data, classes=np.array(classes))

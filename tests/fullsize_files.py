@@ -1,10 +1,10 @@
 """Full-size CIFAR-10 and SVHN files made from Fashion-MNIST, then the paper's presets run on them
-(docs/FULLSIZE.md).
+(docs/results/FINDINGS.md).
 
     python tests/fullsize_files.py /tmp/fullsize                     # write the files, time one load of each
     python tests/fullsize_files.py /tmp/fullsize --train 3 --json runs/fullsize/fullsize.json
     python tests/fullsize_files.py /tmp/fullsize --skip-write --train 300 --device cuda --nice 0 --threads 0 \
-        --json runs/fullsize/fullsize-it300.json                   # FULLSIZE.md's 300-step runs (GPU or idle box)
+        --json runs/fullsize/fullsize-it300.json                   # the 300-step runs of docs/results/FINDINGS.md
     (on a CPU add --checkpoint-every 10: a run cut short by a session's end resumes when the command is re-run)
 
 No CIFAR or SVHN file exists on these machines, so the presets' loaders had only read tiny hand-made files.

@@ -15,7 +15,7 @@ from metassl.algorithms import Batch, StepContext
 from metassl.algorithms.flexmatch import FlexMatch
 from metassl.algorithms.freematch import FreeMatch, fairness_loss
 from metassl.algorithms.softmatch import SoftMatch
-from metassl.config import build_config
+from metassl.algorithms import build_config
 from metassl.train import train
 from tests.conftest import identity_net, make_tiny_data, tiny_batch, tiny_net, train_killed_after
 

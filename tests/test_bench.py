@@ -121,7 +121,7 @@ def test_cli_bench(tmp_path, monkeypatch, capsys):
 
 
 def test_bench_processes_sharing_a_directory_then_one_run_over_all_only_writes_tables(tmp_path):
-    # docs/results/commands/bench_parallel.sh: disjoint (entries, seed) groups into one --out, then one bench over everything
+    # results/commands/bench_parallel.sh: disjoint (entries, seed) groups into one --out, then one bench over everything
     data = tiny_data()
     run_bench("fmnist-1000", seeds=[0], algorithms=["supervised"], out=tmp_path, overrides=TINY, data=data,
               log=lambda s: None)

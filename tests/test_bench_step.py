@@ -38,7 +38,7 @@ def test_fast_meta_step_matches_the_authors_pass_sequence():
     """Same corrected pseudo-labels (to 1e-5) and the same parameter update (to 1e-5) in float32."""
     model, batch, ctx = setup()
     (y_ref_plain, y_ref), p_ref = one_step(ReferenceMetaMixup(eps_scale=EPS, mixup_gamma=1.0), model, batch, ctx)
-    (y_plain, y_fast), p_fast = one_step(MetaMixup(eps_scale=EPS, mixup_gamma=1.0, fused=True), model, batch, ctx)
+    (y_plain, y_fast), p_fast = one_step(MetaMixup(eps_scale=EPS, mixup_gamma=1.0, meta_fused=True), model, batch, ctx)
     assert (y_ref - y_ref_plain).abs().max() > 1e-3          # the correction is not vacuous
     torch.testing.assert_close(y_fast, y_ref, rtol=0, atol=1e-5)
     for a, b in zip(p_fast, p_ref):

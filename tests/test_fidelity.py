@@ -11,7 +11,7 @@ from torch import nn
 
 from metassl.algorithms import StepContext, build_algorithm
 from metassl.algorithms.meta_gradient import meta_gradient
-from metassl.config import build_config
+from metassl.algorithms import build_config
 
 
 def pseudo_labels_of(algo, out):

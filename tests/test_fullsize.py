@@ -1,6 +1,6 @@
 """The presets' loaders on full-size CIFAR-10 and SVHN files (tests/fullsize_files.py: Fashion-MNIST re-encoded).
 
-No training here: the runs themselves are recorded in docs/FULLSIZE.md.
+No training here: the runs themselves are recorded in docs/results/FINDINGS.md.
 """
 from __future__ import annotations
 

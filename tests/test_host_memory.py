@@ -1,5 +1,5 @@
 """The trainer's CPU allocator setting: freed activation blocks are reused instead of faulted in again, and a
-whole-pool pass (a label bank's refresh) does not pin them so that the heap grows chunk by chunk."""
+whole-pool pass (a label bank's relabelling) does not pin them so that the heap grows chunk by chunk."""
 from __future__ import annotations
 
 import os
@@ -42,7 +42,7 @@ def test_kept_blocks_cut_the_page_faults_of_repeated_steps() -> None:
 POOL_PASS = """
 import resource, torch
 from metassl.algorithms.selftrain import teacher_pass
-from metassl.batch import Passes
+from metassl.batch import PoolPasses
 from metassl.models import build_model
 from metassl.torch_utils import keep_freed_memory
 assert keep_freed_memory()
@@ -54,7 +54,7 @@ def pool(batch_size):
     for i in range(0, len(images), batch_size):
         pos = torch.arange(i, min(i + batch_size, len(images)))
         yield pos, images[pos], torch.zeros(len(pos), dtype=torch.long)
-passes = Passes(pool, lambda batch_size, held_out: iter(()), len(images), False, lambda t: t)
+passes = PoolPasses(pool, lambda batch_size, held_out: iter(()), len(images), False, lambda t: t)
 peak_mib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 with torch.no_grad():
     for _ in range(2):

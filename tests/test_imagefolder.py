@@ -128,7 +128,7 @@ def test_corrupt_image_is_a_user_error(tree: Path, workers: int) -> None:
 
 def test_streamed_image_folder_trains_through_the_trainer_with_a_labels_file(tree: Path, tmp_path: Path) -> None:
     """The ImageNet path end to end: stream=true, a labeled-subset file, resnet18, workers, resume."""
-    from metassl.config import build_config
+    from metassl.algorithms import build_config
     from metassl.data.imagefolder import make_subset
     from metassl.train import train
 

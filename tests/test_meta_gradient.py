@@ -154,6 +154,25 @@ def test_head_meta_gradient_is_the_exact_meta_gradient_with_g_l_restricted_to_th
     assert (head - full).abs().max() > 1e-4
 
 
+
+def test_head_g_l_is_autograds_head_gradient_and_chunk_sums_add_up_to_the_mean():
+    """Eq. 14 closed form on the head (what head_pseudo_labels and the label bank use) is the labeled CE's
+    gradient w.r.t. fc; reduction="sum" over chunks divided by the count is the whole batch's mean, for both."""
+    from metassl.algorithms.meta_gradient import head_gradient, labeled_gradient
+    model = HeadNet().double()
+    x_lb, y_lb, _, _ = batches(model)
+    with eval_mode(model):
+        g_all = labeled_gradient(model, x_lb, y_lb)
+        chunks = [labeled_gradient(model, x_lb[i:i + 4], y_lb[i:i + 4], "sum") for i in (0, 4)]
+        h = model.features(x_lb).detach()
+    g_head = head_gradient(h, y_lb, model.fc)
+    for k in ("weight", "bias"):
+        torch.testing.assert_close(g_head[k], g_all[f"fc.{k}"], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(sum(head_gradient(h[i:i + 4], y_lb[i:i + 4], model.fc, "sum")[k] for i in (0, 4))
+                                   / len(y_lb), g_head[k], rtol=1e-10, atol=1e-12)
+    for k, g in g_all.items():
+        torch.testing.assert_close((chunks[0][k] + chunks[1][k]) / len(y_lb), g, rtol=1e-10, atol=1e-12)
+
 def test_head_meta_gradient_uses_the_reduced_g_l():
     from metassl.algorithms.meta_gradient import head_pseudo_labels
     model = HeadNet().double()
@@ -175,8 +194,7 @@ def test_head_only_metamixup_step_costs_a_quarter_fewer_flops_than_the_full_meta
 
     from metassl.algorithms.base import StepContext
     from metassl.batch import Batch
-    from metassl.config import build_config
-    from metassl.algorithms import build_algorithm
+    from metassl.algorithms import build_algorithm, build_config
     from metassl.models import build_model
 
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from metassl.cli import main
-from metassl.config import build_config
+from metassl.algorithms import build_config
 from metassl.diagnostics.plot import smooth, time_to_error
 from metassl.log import read_metrics
 from metassl.train import train

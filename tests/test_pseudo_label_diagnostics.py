@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from metassl import checkpoint
 from metassl.algorithms import ALGORITHMS, build_algorithm
-from metassl.config import Config, build_config
+from metassl.config import Config
+from metassl.algorithms import build_config
 from metassl.data import Split
 from metassl.train import train
 from tests.conftest import TINY_CLASSES, make_tiny_data, run_step, tiny_batch, tiny_context, tiny_net

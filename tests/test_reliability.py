@@ -20,7 +20,7 @@ from torch import nn
 
 from metassl import checkpoint
 from metassl.cli import main
-from metassl.config import build_config
+from metassl.algorithms import build_config
 from metassl.errors import Interrupted, UserError
 from metassl.safety import DivergenceWatch, StopSignals
 from metassl.train import train
@@ -410,7 +410,7 @@ def test_a_first_attempt_or_another_launch_still_refuses_an_existing_run(torchru
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     for restart, run_id in ((0, "job"), (1, "another-job")):     # a new command, or a restart of another launch
         torchrun_env(restart, run_id)
-        with pytest.raises(UserError, match="already exists; pass --resume"):
+        with pytest.raises(UserError, match="already exists; pass resume=True"):
             train(cfg, run, data=make_tiny_data(), quiet=True)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     torchrun_env(1)                                              # its own launch with --force: continued, not cleared

@@ -12,8 +12,8 @@ from torch.func import functional_call
 from metassl.algorithms.meta_gradient import correct_pseudo_labels, head_pseudo_labels, labeled_gradient, \
     meta_gradient_jvp
 from metassl.algorithms.selftrain import MetaSelfTrain, SelfTrain, teacher_pass
-from metassl.batch import Passes
-from metassl.config import build_config
+from metassl.batch import PoolPasses
+from metassl.algorithms import build_config
 from metassl.errors import UserError
 from metassl.train import build_data
 from tests.conftest import write_tiny_npz
@@ -36,8 +36,8 @@ class Net(nn.Module):
         return self.fc(self.features(x))
 
 
-def passes_of(x_pool: torch.Tensor, x_lb: torch.Tensor, y_lb: torch.Tensor, chunk: int = 5) -> Passes:
-    """Passes over in-memory tensors, in chunks (so chunking is exercised), on one process."""
+def passes_of(x_pool: torch.Tensor, x_lb: torch.Tensor, y_lb: torch.Tensor, chunk: int = 5) -> PoolPasses:
+    """PoolPasses over in-memory tensors, in chunks (so chunking is exercised), on one process."""
     def pool(bs):
         for i in range(0, len(x_pool), bs):
             yield torch.arange(i, min(i + bs, len(x_pool))), x_pool[i:i + bs], torch.full((len(x_pool[i:i + bs]),), -1)
@@ -45,7 +45,7 @@ def passes_of(x_pool: torch.Tensor, x_lb: torch.Tensor, y_lb: torch.Tensor, chun
     def labeled(bs, held_out):
         for i in range(0, len(x_lb), bs):
             yield x_lb[i:i + bs], y_lb[i:i + bs]
-    return Passes(pool, labeled, len(x_pool), False, lambda t: t)
+    return PoolPasses(pool, labeled, len(x_pool), False, lambda t: t)
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_teacher_pass_gives_every_pool_image_the_eval_mode_probabilities(setup):
 
 def test_head_bank_correction_is_the_batch_head_meta_gradient_over_the_whole_pool(setup):
     model, x_pool, x_lb, y_lb = setup
-    algo = MetaSelfTrain(how="labels", params="head", rho=0.3, batch_size=5)
+    algo = MetaSelfTrain(bank_meta="labels", bank_params="head", meta_rho=0.3, chunk=5)
     passes = passes_of(x_pool, x_lb, y_lb)
     q, _, h = teacher_pass(model, passes, 5, tta=False, features=True)
     labels, w = algo.correct(model, passes, q, h)
@@ -79,7 +79,7 @@ def test_head_bank_correction_is_the_batch_head_meta_gradient_over_the_whole_poo
 
 def test_full_bank_correction_agrees_with_forward_mode_autodiff(setup):
     model, x_pool, x_lb, y_lb = setup
-    algo = MetaSelfTrain(how="labels", params="all", rho=0.3, batch_size=5)
+    algo = MetaSelfTrain(bank_meta="labels", bank_params="all", meta_rho=0.3, chunk=5)
     passes = passes_of(x_pool, x_lb, y_lb)
     q, _, _ = teacher_pass(model, passes, 5, tta=False)
     labels, _ = algo.correct(model, passes, q, None)
@@ -96,7 +96,7 @@ def test_weights_fall_where_the_labeled_step_raises_the_pseudo_labeled_loss(setu
     model, x_pool, x_lb, y_lb = setup
     passes = passes_of(x_pool, x_lb, y_lb)
     q, _, h = teacher_pass(model, passes, 5, tta=False, features=params == "head")
-    _, w = MetaSelfTrain(how="weights", params=params, batch_size=5).correct(model, passes, q, h)
+    _, w = MetaSelfTrain(bank_meta="weights", bank_params=params, chunk=5).correct(model, passes, q, h)
     model.eval()
     names = [k for k, _ in model.named_parameters() if params == "all" or k.startswith("fc.")]
     g_l = {k: v for k, v in labeled_gradient(model, x_lb, y_lb).items() if k in names}
@@ -114,13 +114,13 @@ def test_weights_fall_where_the_labeled_step_raises_the_pseudo_labeled_loss(setu
 
 def test_selftrain_trains_only_on_confident_bank_labels(setup):
     model, x_pool, x_lb, y_lb = setup
-    algo = SelfTrain(threshold=0.0, batch_size=5)
-    algo.refresh(model, passes_of(x_pool, x_lb, y_lb), None)
+    algo = SelfTrain(bank_threshold=0.0, chunk=5)
+    algo.relabel(model, passes_of(x_pool, x_lb, y_lb), None)
     from metassl.algorithms import Batch, StepContext
     batch = Batch(x_lb[:4], y_lb[:4], [x_pool[:4]], None, torch.arange(4))
     ctx = StepContext(0, 0.1, 0.0, 1.0, 4)
     assert algo.step(model, batch, ctx).metrics["mask"] == 1
-    algo.threshold = 1.01
+    algo.bank_threshold = 1.01
     out = algo.step(model, batch, ctx)
     assert out.metrics["mask"] == 0 and out.metrics["loss_bank"] == 0
 
@@ -141,8 +141,8 @@ def bank_runs(tmp_path_factory):
     npz = write_tiny_npz(tmp / "tiny.npz")
     args = [a for a in ARGS if not a.startswith(("algorithm=", "beta"))] + BANK + [f"dataset={npz}", "--quiet"]
     run(args + ["--out", str(tmp / "one")], 1)
-    run(args + ["iterations=3", "--out", str(tmp / "one-short")], 1)      # the bank of the first round only:
-    run(args + ["iterations=3", "--out", str(tmp / "two-short")], 2)      # strong views differ by process after it
+    run(args + ["iterations=5", "--out", str(tmp / "one-short")], 1)      # the bank of the first round only:
+    run(args + ["iterations=5", "--out", str(tmp / "two-short")], 2)      # strong views differ by process after it
     return tmp
 
 
@@ -157,8 +157,8 @@ def test_two_processes_build_the_same_bank_as_one_process(bank_runs):
 
 
 def test_a_bank_run_resumed_at_a_round_boundary_is_bit_identical(bank_runs):
-    """The checkpoint of iteration 8 precedes the refresh before iteration 9 (warm-up 2, rounds of 3): resuming
-    repeats that refresh and ends bit-identical, with one refresh record per round in metrics.jsonl."""
+    """The checkpoint of iteration 8 precedes the relabelling before iteration 9 (warm-up 2, rounds of 3): resuming
+    repeats it and ends bit-identical, with one `refresh` record per round in metrics.jsonl."""
     cut = bank_runs / "cut"
     shutil.copytree(bank_runs / "one", cut)
     shutil.copy(cut / "prev.pt", cut / "last.pt")

@@ -32,7 +32,7 @@ def test_data_imports_nothing_from_algorithms():
 
 
 def test_config_imports_neither_algorithms_nor_models():
-    mods = loaded_modules("import metassl.config; metassl.config.build_config('fmnist-1000', None, ['seed=1'])")
+    mods = loaded_modules("import metassl.config; metassl.config.merge_config('fmnist-1000', None, ['seed=1'])")
     assert "metassl.config" in mods
     assert not [m for m in mods if m.startswith(("metassl.algorithms", "metassl.models"))], mods
 

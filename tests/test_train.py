@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from metassl import checkpoint
-from metassl.config import build_config
+from metassl.algorithms import build_config
 from metassl.data.sources import DEBIAN_FASHION_MNIST
 from metassl.schedule import consistency_weight_at, lr_at, meta_step_size_at
 from metassl.train import train
@@ -81,7 +81,7 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, tiny_data):
     from metassl.errors import UserError
     cfg = build_config(None, None, TINY + ["iterations=2"])
     train(cfg, tmp_path / "run", data=tiny_data, quiet=True)
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="resume=True"):
         train(cfg, tmp_path / "run", data=tiny_data, quiet=True)
     train(cfg, tmp_path / "run", data=tiny_data, quiet=True, force=True)
 

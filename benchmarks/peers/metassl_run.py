@@ -30,7 +30,7 @@ def main() -> None:
         sys.path.insert(0, a.src)
     import metassl
     import metassl.train as T
-    from metassl.config import build_config
+    from metassl.algorithms import build_config
     from metassl.schedule import images_seen
 
     recipe = a.algorithm == "recipe"

@@ -45,7 +45,7 @@ def main() -> None:
         sys.path.insert(0, a.src)
     import metassl.data.resident as R
     import metassl.train as T
-    from metassl.config import build_config
+    from metassl.algorithms import build_config
 
     m, N = MATCHED, a.iterations
     cfg = build_config("fmnist-1000", None, [

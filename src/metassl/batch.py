@@ -29,9 +29,9 @@ class Batch:
 
 
 @dataclass
-class Passes:
-    """Whole-data passes for an algorithm that labels the entire unlabeled pool at once (a label bank): this
-    rank's shard of each pass, and a sum over processes that assembles the shards on every rank."""
+class PoolPasses:
+    """Whole-data passes for a label bank (an algorithm that relabels the entire unlabeled pool between rounds):
+    this rank's shard of each pass, and a sum over processes that assembles the shards on every rank."""
 
     pool: Callable[[int], Iterator[tuple[Tensor, Tensor, Tensor]]]   # batch size -> (positions, images, labels or -1)
     labeled: Callable[[int, bool], Iterator[tuple[Tensor, Tensor]]]  # (batch size, held-out part) -> (images, labels)

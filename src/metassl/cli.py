@@ -1,7 +1,9 @@
-"""Command line: `metassl train | eval | predict | export | presets | check | algorithms | bench | tune | plot
-| tsne`.
+"""Command line: `metassl train | compare | eval | predict | export | presets | check | algorithms | bench | tune
+| plot | tsne`.
 
     metassl train --preset fmnist-1000 iterations=200 device=cpu --out runs/quick
+    metassl train dataset=mine.npz num_labels=200 time_limit=10m
+    metassl compare dataset=mine.npz num_labels=200 time_limit=2m
     metassl train --resume runs/quick
     metassl eval runs/quick
     metassl check --model convlarge --json
@@ -23,15 +25,7 @@ import time
 from pathlib import Path
 
 from .config import Config
-from .errors import Interrupted, UserError
-
-
-_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-
-
-def one_line(text: str) -> str:
-    """`text` with line breaks escaped (a path or value may hold one): an error is always exactly one line."""
-    return "".join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in text)
+from .errors import Interrupted, UserError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +41,8 @@ def _default_out(cfg, preset: str | None) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import build_config, describe_keys
+    from .algorithms import build_config      # the preset's keys the algorithm does not read dropped
+    from .config import describe_keys
     from .train import train
 
     if args.help_keys:
@@ -81,18 +76,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_presets(args: argparse.Namespace) -> int:
     from .config import PRESETS
 
+    import textwrap
+
     for name, values in PRESETS.items():
-        keys = ("dataset", "num_labels", "model", "algorithm", "iterations", "batch_size", "lr")
-        print(f"{name:16s} " + " ".join(f"{k}={values[k]}" for k in keys if k in values))
+        text = " ".join(f"{k}={v}" for k, v in values.items())
+        print(textwrap.fill(text, 110, initial_indent=f"{name:16s} ", subsequent_indent=" " * 17))
     return 0
 
 
 def cmd_algorithms(args: argparse.Namespace) -> int:
     from .algorithms import ALGORITHMS
 
+    import textwrap
+
     for name, cls in sorted(ALGORITHMS.items()):
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        print(f"{name:18s} {doc[0] if doc else ''}")
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0]
+        print(textwrap.fill(" ".join(doc.split()), 110, initial_indent=f"{name:18s} ", subsequent_indent=" " * 19))
     return 0
 
 
@@ -122,11 +121,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .experiments.suites import default_out
     from .experiments.tune import TUNED_DIR
 
-    text = args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2")
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {text!r} is not allowed; give comma-separated integers, e.g. 0,1,2") from None
+    seeds = parse_seeds(args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2"))
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
     tuned_dir = (args.tuned_dir or TUNED_DIR) if args.tuned or args.tuned_dir else None
     out = args.out or default_out(args.suite, args.quick, bool(tuned_dir))
@@ -135,6 +130,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      raw_weights=args.raw_weights)
     print(f"{len(rows)} runs; tables in {out}/summary.md, rows in {out}/summary.csv")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .experiments.compare import run_compare
+
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
+    rec = run_compare(args.overrides, algorithms=algorithms, seeds=parse_seeds(args.seeds or "0,1,2"), out=args.out,
+                      quiet=not args.progress)
+    print(rec["table"])
+    print("\n".join(rec["verdicts"]))
+    return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2], or a one-line UserError."""
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r} is not allowed; give comma-separated integers, e.g. 0,1,2") from None
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -255,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "an EMA (ema > 0), e.g. when validation says EMA does not pay")
     b.set_defaults(func=cmd_bench)
 
+    co = sub.add_parser("compare", help="did the unlabeled images help? the labels alone against SSL algorithms on "
+                                        "your data under one time_limit, seeds paired; table, verdict, CSV/JSON, plots")
+    co.add_argument("overrides", nargs="*", metavar="key=value", help="your data and budget, e.g. dataset=mine.npz "
+                                                                      "num_labels=200 time_limit=2m")
+    co.add_argument("--algorithms", help="comma-separated algorithms to set against the labels alone (default: the "
+                                         "default algorithm)")
+    co.add_argument("--seeds", help="comma-separated seeds, each a labeled split shared by every algorithm (default 0,1,2)")
+    co.add_argument("--out", help="compare directory (default runs/compare/<data>-<labels>-<budget>); re-run to finish")
+    co.add_argument("--progress", action="store_true", help="show each run's progress line")
+    co.set_defaults(func=cmd_compare)
+
     from .experiments.tune import BUDGET
     tu = sub.add_parser("tune", help="successive halving over an entry's search space, scored on validation; "
                                      "writes the chosen settings for `bench --tuned`")
@@ -315,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse(argv)
         return args.func(args)
     except UserError as e:
-        print(f"metassl: error: {one_line(str(e))}", file=sys.stderr)
+        print(f"metassl: error: {one_line(e.cli)}", file=sys.stderr)
         return 2
     except Interrupted as e:                      # SIGINT/SIGTERM: checkpoint written, 128 + signal
         print(f"metassl: {one_line(str(e))}", file=sys.stderr)

@@ -57,9 +57,9 @@ class Config:
     consistency: str = "mse"         # consistency loss to the pseudo-labels: mse (sum over classes) | kl; with meta it is
                                      # the Phi the meta-gradient differentiates, so meta_phi must match (else rejected)
     consistency_weight: float = 1.0  # w, the consistency loss weight at the end of its ramp-up (0..100)
-    consistency_rampup: int = 200    # iterations of the linear ramp of w from 0 (0 = no ramp)
-    labeled_warmup: int = 0          # iterations of labeled-only (supervised) steps before the algorithm's own step:
-                                     # cheap steps fit the labels first; no unlabeled batch, ramp starts after
+    consistency_rampup: float = 0.05  # length of the linear ramp of w from 0 (0 = no ramp)
+    labeled_warmup: float = 0.4      # labeled-only (supervised) steps before the algorithm's own step: cheap steps fit the
+                                     # labels first; no unlabeled batch, the ramp starts after
     mixup_gamma: float = 0.1         # lam ~ Beta(gamma, gamma) per sample for cross-domain mixup (> 0)
     # --- baseline algorithms' hyperparameters ---------------------------------------------------------
     # Defaults are each paper's own values (sources and caveats: docs/ALGORITHMS.md). Every unlabeled-loss
@@ -92,7 +92,7 @@ class Config:
     mpl_uda_weight: float = 1.0      # mpl: weight of the teacher's UDA consistency term, times w(t) (0 = off; Pham et al.: 8)
     mpl_uda_threshold: float = 0.8   # mpl: UDA confidence mask on the teacher's weak view (Xie et al. 2020: 0.8)
     mpl_uda_temperature: float = 0.4  # mpl: sharpening temperature of UDA's weak-view target (Xie et al. 2020: 0.4; > 0)
-    bank_every: int = 500            # selftrain, metaselftrain: iterations per round; the teacher relabels the whole pool before each
+    bank_every: float = 0.2          # selftrain, metaselftrain: a round's length; the teacher relabels the whole pool before each
     bank_threshold: float = 0.9      # selftrain, metaselftrain: bank labels trained on above this confidence (0..1)
     bank_weight: float = 1.0         # selftrain, metaselftrain: weight of the bank CE, times w(t)
     bank_view: str = "strong"        # selftrain, metaselftrain: the student's view of bank images: strong (RandAugment + Cutout,
@@ -103,18 +103,20 @@ class Config:
     bank_params: str = "head"        # metaselftrain: head (g_l and the virtual step on the classifier head: closed form in the
                                      # teacher pass's features, no extra pass) | all (every parameter: two more pool passes, Eq. 15/16)
     # --- optimisation ---------------------------------------------------------------------------------
-    iterations: int = 3000           # training iterations (one labeled + one unlabeled batch each)
+    iterations: int = 3000           # training iterations (one labeled + one unlabeled batch each); time_limit sets it
+    time_limit: float = 0.0          # wall-clock budget for training and its evaluations: seconds, or 90s | 10m | 1.5h; the
+                                     # trainer times the first steps, fixes `iterations` to fit and saves it (0 = use iterations)
     batch_size: int = 64             # labeled images per iteration
     unlabeled_batch_size: int = 0    # unlabeled images per iteration (0 = same as batch_size; mixup needs equal)
     unlabeled_batch_start: int = 0   # > 0: the unlabeled batch grows from this size to unlabeled_batch_size (Fast FixMatch)
-    unlabeled_batch_rampup: int = 0  # iterations after labeled_warmup over which it grows linearly (with unlabeled_batch_start)
+    unlabeled_batch_rampup: float = 0  # length after labeled_warmup over which it grows linearly (with unlabeled_batch_start)
     lr: float = 0.05                 # peak SGD learning rate (0 < lr <= 10)
     momentum: float = 0.9            # SGD momentum (0 <= m < 1)
     nesterov: bool = False           # Nesterov momentum (the authors: no)
     weight_decay: float = 1e-4       # L2 weight decay (>= 0)
-    warmup: int = 200                # iterations of linear learning-rate warm-up from 0
+    warmup: float = 0.1              # linear learning-rate warm-up from 0
     lr_schedule: str = "cosine"      # cosine (to 0 at the end) | step (x lr_decay at each of lr_steps) | constant
-    lr_steps: str = ""               # step schedule milestones, comma-separated iterations ("300000,350000")
+    lr_steps: str = ""               # step schedule milestones, comma-separated iterations or fractions ("0.75,0.875")
     lr_decay: float = 0.1            # step schedule factor
     lr_origin: str = "one"           # count t the warm-up and step decay see at 0-based iteration it: one = it+1 (lr*t/warmup,
                                      # so the first step has lr/warmup; decay once t > milestone, i.e. from iteration
@@ -126,21 +128,47 @@ class Config:
     device: str = "auto"             # auto (cuda if available) | cpu | cuda | cuda:N
     amp: bool = False                # bf16/fp16 autocast on CUDA (ignored on CPU)
     threads: int = 0                 # torch CPU threads (0 = torch's default)
-    channels_last: bool = True       # NHWC memory format for conv nets (measured faster on CPU; see docs/PERFORMANCE.md)
+    channels_last: bool = True       # NHWC memory format for conv nets (measured faster on CPU; see docs/results/SPEED.md)
     sync_bn: bool = False            # torchrun: BatchNorm statistics over the global batch (SyncBN)
     meta_scope: str = "global"       # torchrun: g_l all-reduced before eps (global) or per process (local, the authors' ImageNet script)
-    eval_every: int = 250            # evaluate on test (and validation) every N iterations
+    eval_every: float = 0.25         # evaluate on test (and validation) at this interval (0 = at the end only)
     eval_batch_size: int = 1000      # images per evaluation forward
-    checkpoint_every: int = 500      # write the `last` checkpoint every N iterations (atomic)
-    log_every: int = 50              # log losses every N iterations (the only host syncs in the loop)
+    checkpoint_every: float = 0.1    # write the `last` checkpoint at this interval (atomic; 0 = at the end only)
+    log_every: float = 50            # log losses at this interval (the only host syncs in the loop)
 
     def resolved(self) -> "Config":
-        """Fill the derived defaults (unlabeled batch size) and validate."""
+        """Fill the derived defaults (unlabeled batch size), validate, and turn the schedule's fractions into
+        iterations (with a time_limit they stay fractions until the trainer fixes `iterations`: `fitted`)."""
         c = dataclasses.replace(self)
         if c.unlabeled_batch_size == 0:
             c.unlabeled_batch_size = c.batch_size
         validate(c)
+        return c if c.time_limit else c.fitted(c.iterations)
+
+    def fitted(self, iterations: int) -> "Config":
+        """This config at a fixed length: `iterations` set, every schedule fraction turned into iterations and the
+        time_limit spent (0), so that a resume or a replay of the saved config runs exactly this schedule."""
+        c = dataclasses.replace(self, iterations=int(iterations), time_limit=0.0)
+        for key in SCHEDULE:
+            setattr(c, key, at_length(key, getattr(c, key), c.iterations))
+        if c.lr_steps.strip():
+            c.lr_steps = ",".join(str(s) for s in parse_steps(c.lr_steps, c.iterations))
         return c
+
+
+# Keys counted in iterations. Each takes an integer (iterations) or a number in (0, 1): that fraction of the run's
+# `iterations` (or of what time_limit affords), so a preset keeps its shape at 300 iterations or under a budget.
+# Intervals (the first four) are at least 1 iteration; eval_every=0 and checkpoint_every=0 mean at the end only.
+SCHEDULE = ("eval_every", "checkpoint_every", "log_every", "bank_every",
+            "warmup", "labeled_warmup", "consistency_rampup", "unlabeled_batch_rampup")
+
+
+def at_length(key: str, value: float, iterations: int) -> int:
+    """A schedule key's value in iterations for a run of `iterations` (a fraction in (0, 1) rounds to nearest)."""
+    if 0 < value < 1:
+        n = math.floor(value * iterations + 0.5)
+        return max(1, n) if key in SCHEDULE[:4] else n
+    return int(value)
 
 
 FIELDS = {f.name: f for f in fields(Config)}
@@ -177,26 +205,24 @@ RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("meta_rho", lambda v: 0 < v <= 2, "a number in (0, 2] (a length on the simplex: at most 2)"),
     ("meta_holdout", lambda v: 0 <= v <= 0.5, "a share in [0, 0.5] of each class's labels"),
     ("consistency_weight", lambda v: v >= 0, "a number >= 0"),
-    ("consistency_rampup", lambda v: v >= 0, "an integer >= 0"),
-    ("labeled_warmup", lambda v: v >= 0, "an integer >= 0 (iterations)"),
     ("mixup_gamma", lambda v: v > 0, "a number > 0"),
     ("iterations", lambda v: v > 0, "a positive integer"),
+    ("time_limit", lambda v: v >= 0, "a duration >= 0: seconds, or with a unit, e.g. 90s, 10m, 1.5h (0 = none)"),
     ("batch_size", lambda v: v > 0, "a positive integer"),
     ("unlabeled_batch_size", lambda v: v > 0, "a positive integer (0 = same as batch_size)"),
     ("unlabeled_batch_start", lambda v: v >= 0, "an integer >= 0 (0 = a fixed unlabeled batch)"),
-    ("unlabeled_batch_rampup", lambda v: v >= 0, "an integer >= 0 (iterations)"),
     ("lr", lambda v: 0 < v <= 10, "a number in (0, 10]"),
     ("momentum", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("weight_decay", lambda v: v >= 0, "a number >= 0"),
-    ("warmup", lambda v: v >= 0, "an integer >= 0"),
     ("lr_decay", lambda v: 0 < v <= 1, "a number in (0, 1]"),
     ("ema", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("threads", lambda v: v >= 0, "an integer >= 0"),
+    *((key, lambda v: v >= 0 and (v < 1 or v == int(v)), "iterations (an integer >= 0) or a fraction of the run in (0, 1)")
+      for key in SCHEDULE),
+    *((key, lambda v: v > 0, "a positive interval: iterations (an integer >= 1) or a fraction of the run in (0, 1)")
+      for key in ("log_every", "bank_every")),
     ("workers", lambda v: v >= 0, "an integer >= 0"),
-    ("eval_every", lambda v: v > 0, "a positive integer"),
     ("eval_batch_size", lambda v: v > 0, "a positive integer"),
-    ("checkpoint_every", lambda v: v > 0, "a positive integer"),
-    ("log_every", lambda v: v > 0, "a positive integer"),
 ]
 
 
@@ -223,15 +249,30 @@ def validate(c: Config) -> None:
                         f"iterations to grow over")
 
 
-def parse_steps(text: str) -> list[int]:
-    """'300000,350000' -> [300000, 350000] (the step-decay milestones)."""
+def parse_steps(text: str, iterations: int | None = None) -> list[float]:
+    """'300000,350000' -> [300000, 350000], the step-decay milestones; '0.75,0.875' are fractions of the run,
+    turned into iterations when `iterations` is given."""
+    allowed = "give increasing comma-separated iterations or fractions of the run, e.g. 300000,350000 or 0.75,0.875"
     try:
-        steps = [int(s) for s in text.split(",") if s.strip()]
+        steps = [float(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise UserError(f"lr_steps={text!r} is not allowed; give comma-separated iterations, e.g. 300000,350000") from None
-    if not steps or any(s <= 0 for s in steps) or steps != sorted(steps):
-        raise UserError(f"lr_steps={text!r} is not allowed; give increasing positive iterations, e.g. 300000,350000")
-    return steps
+        raise UserError(f"lr_steps={text!r} is not allowed; {allowed}") from None
+    if not steps or any(not (0 < s < 1 or (s >= 1 and s == int(s))) for s in steps) or steps != sorted(steps):
+        raise UserError(f"lr_steps={text!r} is not allowed; {allowed}")
+    return [at_length("lr_steps", s, iterations) if iterations else s for s in steps]
+
+
+def parse_duration(key: str, value: Any) -> float:
+    """'90', '90s', '10m', '1.5h' -> seconds."""
+    text = str(value).strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None) if text else None
+    try:
+        seconds = float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        seconds = float("nan")
+    if not math.isfinite(seconds):
+        raise UserError(f"{key}={value!r} is not a duration; allowed: seconds, or with a unit, e.g. 90s, 10m, 1.5h")
+    return seconds
 
 
 def coerce(key: str, value: Any) -> Any:
@@ -241,6 +282,9 @@ def coerce(key: str, value: Any) -> Any:
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UserError(f"unknown config key {key!r}{hint}; see `metassl train --help-keys` for the keys")
     kind = _HINTS[key]
+    allowed = next((f"; allowed: {what}" for k, _, what in RANGES if k == key), "")
+    if key == "time_limit":
+        return parse_duration(key, value)
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -252,21 +296,21 @@ def coerce(key: str, value: Any) -> Any:
         raise UserError(f"{key}={value!r} is not a boolean; allowed: true, false")
     if kind is int:
         if isinstance(value, bool):
-            raise UserError(f"{key}={value!r} is not an integer")
+            raise UserError(f"{key}={value!r} is not an integer{allowed}")
         try:
             f = float(value)
             if f != int(f):
                 raise ValueError
             return int(f)
         except (ValueError, TypeError, OverflowError):
-            raise UserError(f"{key}={value!r} is not an integer") from None
+            raise UserError(f"{key}={value!r} is not an integer{allowed}") from None
     if kind is float:
         try:
             f = float(value)
         except (ValueError, TypeError):
-            raise UserError(f"{key}={value!r} is not a number") from None
+            raise UserError(f"{key}={value!r} is not a number{allowed}") from None
         if f != f or f in (float("inf"), float("-inf")):
-            raise UserError(f"{key}={value!r} is not a finite number")
+            raise UserError(f"{key}={value!r} is not a finite number{allowed}")
         return f
     if isinstance(value, (dict, list)):
         raise UserError(f"{key} must be a plain string, got {type(value).__name__}")
@@ -303,27 +347,29 @@ def load_file(path: str) -> dict[str, Any]:
 
 
 # --- presets ---------------------------------------------------------------------------------------------
-# fmnist-1000 is the offline default, sized to finish within 10 minutes on 2 CPU cores (docs/PERFORMANCE.md).
+# fmnist-1000 is the offline default, sized to finish within 10 minutes on 2 CPU cores (docs/results/FINDINGS.md).
 # The others carry the authors' released hyperparameters (see docs and the official implementation) and
 # take their step exactly: a separate plain pseudo-label forward (meta_fused=false) and their schedule's
 # step count (lr_origin=zero); our fast defaults (fused pass, lr_origin=one) stay for our own presets.
-_AUTHORS = dict(model="convlarge", batch_size=128, lr=0.1, momentum=0.9, warmup=4000, lr_schedule="step",
-                lr_steps="300000,350000", lr_origin="zero", iterations=400000, consistency_weight=1.0,
-                consistency_rampup=4000, translate=4, pad_mode="zeros", eval_every=400, checkpoint_every=2000,
+_AUTHORS = dict(model="convlarge", batch_size=128, lr=0.1, momentum=0.9, warmup=0.01, lr_schedule="step",
+                lr_steps="0.75,0.875", lr_origin="zero", iterations=400000, consistency_weight=1.0,
+                consistency_rampup=0.01, translate=4, pad_mode="zeros", eval_every=0.001, checkpoint_every=0.005,
                 beta_schedule="lr", beta=1.0, meta_fused=False)
+# Their schedule in fractions of the 400,000 iterations: warm-up and ramp 4000, decay at 300,000 and 350,000,
+# evaluation every 400 and a checkpoint every 2000, so a shorter run (or a time_limit) keeps the same shape.
 # Iterations per epoch of the authors' ImageNet run: the 1,281,167 training images less the 128,000 labeled
 # ones, at their global unlabeled batch 8 x 64, last batch kept (PyTorch's default): 2253. The usual 10% split
 # files (128,116 labels) give the same count. 600 epochs = 1,351,800 iterations, 5 epochs of warm-up = 11,265.
 _IMAGENET_EPOCH = math.ceil((1_281_167 - 128_000) / 512)
 PRESETS: dict[str, dict[str, Any]] = {
-    # 10 minutes on 2 CPU cores: 800 labeled-only steps, then the label bank with the whole-pool meta-gradient
-    # (metaselftrain, head) in rounds of 400; chosen on a validation split among the meta-gradient family
-    # (docs/BENCHMARKS.md, "Label bank"). The paper's online method is `algorithm=metamixup`.
+    # 10 minutes on 2 CPU cores: the first 40 % labeled-only, then the label bank with the whole-pool meta-gradient
+    # (metaselftrain, head) in rounds of a fifth of the run; chosen on a validation split among the meta-gradient
+    # family at 2000 iterations (800 labeled-only, rounds of 400). The paper's online method is `algorithm=metamixup`.
     "fmnist-1000": dict(dataset="fashion-mnist", num_labels=1000, model="cnn", algorithm="metaselftrain",
-                        iterations=2000, labeled_warmup=800, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=200,
-                        lr_schedule="cosine", consistency_rampup=100, mixup_gamma=0.1, translate=2,
-                        bank_every=400, bank_threshold=0.9, bank_view="strong", bank_meta="labels",
-                        eval_every=250, checkpoint_every=250),
+                        iterations=2000, labeled_warmup=0.4, batch_size=64, lr=0.05, weight_decay=1e-4, warmup=0.1,
+                        lr_schedule="cosine", consistency_rampup=0.05, mixup_gamma=0.1, translate=2,
+                        bank_every=0.2, bank_threshold=0.9, bank_view="strong", bank_meta="labels",
+                        eval_every=0.125, checkpoint_every=0.125),
     "svhn-1000": dict(_AUTHORS, dataset="svhn", num_labels=1000, weight_decay=5e-5, mixup_gamma=0.1,
                       flip="false", seed=7788),
     "cifar10-4000": dict(_AUTHORS, dataset="cifar10", num_labels=4000, weight_decay=1e-4, mixup_gamma=1.0,
@@ -334,7 +380,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 600 epochs with a 5-epoch warm-up, where an epoch is one pass over the UNLABELED loader (see _IMAGENET_EPOCH).
     # Their g_l and eps are computed per GPU, without an all-reduce: meta_scope=local (docs/DISTRIBUTED.md).
     "imagenet-10pct": dict(dataset="folder", model="resnet18", num_labels=128000, batch_size=512, lr=0.1,
-                           momentum=0.9, weight_decay=1e-4, lr_schedule="cosine", warmup=5 * _IMAGENET_EPOCH,
+                           momentum=0.9, weight_decay=1e-4, lr_schedule="cosine", warmup=5 / 600,
                            iterations=600 * _IMAGENET_EPOCH, consistency_weight=1.0, consistency_rampup=0,
                            mixup_gamma=1.0, image_size=224, translate=0, eval_every=2500, checkpoint_every=2500,
                            amp=True, stream=True, workers=8, sync_bn=True, meta_scope="local", meta_fused=False,
@@ -342,8 +388,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_config(preset: str | None = None, file: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Merge defaults < preset < config file < command line, then validate."""
+def merge_config(preset: str | None = None, file: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Merge defaults < preset < config file < command line, then validate (the raw merge: `algorithms.build_config`
+    also drops the preset's keys the chosen algorithm does not read, and is what callers use)."""
     values: dict[str, Any] = {}
     if preset:
         if preset not in PRESETS:
@@ -378,13 +425,27 @@ def load_saved(path: str | Path) -> Config:
     return from_dict(d)
 
 
-def describe_keys() -> str:
-    """One line per key: name, default, and its comment from this file (the documentation)."""
+def describe_keys(width: int = 110) -> str:
+    """Every key: name, default and its whole comment from this file (continuation lines too), wrapped."""
     import inspect
+    import textwrap
 
     src = inspect.getsource(Config).splitlines()
+    notes: dict[str, list[str]] = {}
+    key = None
+    for line in src:
+        code, _, comment = line.partition("#")
+        name = code.strip().split(":")[0] if code.strip() else ""
+        if name in FIELDS:
+            key = name
+            notes[key] = [comment.strip()] if comment else []
+        elif key and not code.strip() and comment and not comment.lstrip().startswith("---"):
+            notes[key].append(comment.strip())
+        else:
+            key = None
     lines = []
     for f in fields(Config):
-        comment = next((l.split("#", 1)[1].strip() for l in src if l.strip().startswith(f"{f.name}:") and "#" in l), "")
-        lines.append(f"{f.name:28s} {str(f.default)!s:14s} {comment}")
+        head = f"{f.name:28s} {str(f.default)!s:10s} "
+        text = " ".join(notes.get(f.name, [])) + (" (iterations or a fraction of the run)" if f.name in SCHEDULE else "")
+        lines.append(textwrap.fill(text, width, initial_indent=head, subsequent_indent=" " * len(head)))
     return "\n".join(lines)

@@ -102,14 +102,17 @@ class Logger:
                 if k not in ("iteration", "kind") and isinstance(v, (int, float)):
                     self.tb.add_scalar(f"{record['kind']}/{k}", v, record["iteration"])
 
-    def progress(self, it: int, rate: float, losses: dict[str, float], err: float | None) -> None:
+    def progress(self, it: int, rate: float, losses: dict[str, float], err: float | None, left: float = 0.0) -> None:
+        """One line: bar, iteration, speed, the time left at this speed (evaluations excluded), losses, test error."""
         if self.quiet:
             return
         width = 24
         done = int(width * it / self.total)
         bar = "#" * done + "." * (width - done)
         parts = " ".join(f"{k}={v:.4f}" for k, v in losses.items() if k.startswith("loss"))
-        line = f"[{bar}] {it}/{self.total} {rate:.1f} it/s {parts}" + (f" test_err={err:.2f}%" if err is not None else "")
+        eta = f"{int(left) // 60}m{int(left) % 60:02d}s left"
+        line = (f"[{bar}] {it}/{self.total} {rate:.1f} it/s {eta} {parts}"
+                + (f" test_err={err:.2f}%" if err is not None else ""))
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def close(self) -> None:

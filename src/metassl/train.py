@@ -3,7 +3,7 @@ Algorithms only define their step (algorithms/base.py); data sources hand over b
 
     metassl train --preset fmnist-1000 iterations=200 device=cpu
     torchrun --nproc-per-node 2 -m metassl train --preset fmnist-1000 device=cpu --out runs/ddp
-    python -c "from metassl.train import train; from metassl.config import build_config; \
+    python -c "from metassl.train import train; from metassl.algorithms import build_config; \
                train(build_config('fmnist-1000', overrides=['iterations=100']), 'runs/demo')"
 
 `train` reads top to bottom: `setup` (config, data, model, optimiser, run directory), `restore`, then per
@@ -24,15 +24,16 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from . import checkpoint, distributed
-from .algorithms import Algorithm, StepContext, StepOutput, build_algorithm
+from .algorithms import Algorithm, StepContext, StepOutput, build_algorithm, without_unread
 from .algorithms.supervised import Supervised
-from .batch import Batch, DataSource, Passes
+from .batch import Batch, DataSource, PoolPasses
+from .budget import MARGIN, Costs, fit_iterations, plan_seconds
 from .config import Config, load_saved, to_dict
 from .data import ImageData, labeled_split, load_dataset
 from .data.resident import prepare_data
@@ -58,7 +59,7 @@ def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: tor
                         f"streams its data; set meta_holdout=0")
     if cfg.stream:
         from .data.streaming import StreamingData
-        if algo.refresh_every:
+        if algo.bank_every:
             raise UserError(f"algorithm={cfg.algorithm} labels the whole unlabeled pool between rounds, which a "
                             "streamed image folder does not hold in memory; set stream=false or pick an online algorithm")
         if cfg.dataset != "folder" or not cfg.data_dir:
@@ -108,6 +109,27 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, algo: Algorithm, ba
     return out
 
 
+def due(n: int, every: int) -> bool:
+    """Whether iteration n ends an interval of `every` iterations (0: never; the caller adds the last iteration)."""
+    return bool(every) and n % every == 0
+
+
+def step_context(run: Run, cfg: Config, it: int) -> StepContext:
+    """What a step at iteration `it` reads: its schedules' values, the class and pool counts, and the global-batch
+    operations of a torchrun group (identities in one process)."""
+    d = run.dist
+    reduce = (lambda g: distributed.average_dict(g, d)) if d.world > 1 and cfg.meta_scope == "global" else None
+    return StepContext(it, lr_at(it, cfg), meta_step_size_at(it, cfg), consistency_weight_at(it, cfg),
+                       len(run.data.classes), reduce, num_unlabeled=len(run.data.unlabeled),
+                       gather=lambda t: distributed.gather_rows(t, d), total=lambda t: distributed.total(t, d))
+
+
+def autocast_for(run: Run) -> AbstractContextManager:
+    """bf16 autocast on CUDA with amp=true, else nothing."""
+    amp = run.cfg.amp and run.device.type == "cuda"
+    return torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+
+
 # --- the run's state and its parts -----------------------------------------------------------------------
 @dataclass
 class Run:
@@ -130,6 +152,7 @@ class Run:
     elapsed: float = 0.0             # wall seconds of earlier sessions
     train_time: float = 0.0          # training seconds so far (evaluation excluded), all sessions
     last_saved: int | None = None    # iteration of the newest checkpoint on disk
+    time_limit: float = 0.0          # the budget `iterations` was fitted to (0: none)
     watch: DivergenceWatch = field(default_factory=DivergenceWatch)
     t0: float = field(default_factory=time.perf_counter)           # start of this session
 
@@ -146,7 +169,8 @@ def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData |
     stop = current_stop()
     if resume:
         check_run_dir(run_dir, resume, force)
-        cfg = load_saved(run_dir / "config.json").resolved()
+        cfg = without_unread(load_saved(run_dir / "config.json"))    # older runs kept their preset's unread keys
+    cfg = cfg.resolved()
     d = distributed.setup(cfg.device)
     if not resume and distributed.launch_id() is not None:
         resume, force, cfg = continue_after_restart(cfg, run_dir, d, force)
@@ -161,6 +185,8 @@ def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData |
     if device.type == "cpu":
         keep_freed_memory()
     algo = build_algorithm(cfg, d.world)      # one-process algorithms refuse torchrun here
+    if not cfg.time_limit:                     # (with a time_limit: once the length is fixed, fit_budget)
+        check_schedule(cfg, algo)
     if model is None:
         check_model_name(cfg.model)            # before the data set is loaded
     source = build_data(cfg, algo, data, device)
@@ -203,7 +229,7 @@ def continue_after_restart(cfg: Config, run_dir: Path, d: distributed.Dist, forc
     how, saved = "new", None
     if d.main and (distributed.restart_count() > 0 or distributed.agents() > 1):
         how = restarted_run(run_dir, distributed.launch_id())
-        saved = load_saved(run_dir / "config.json").resolved() if how == "resume" else None
+        saved = without_unread(load_saved(run_dir / "config.json")).resolved() if how == "resume" else None
         if distributed.restart_count() > 0 or how != "new":
             print(f"metassl: torchrun restart {distributed.restart_count()}: " + {
                 "resume": f"continuing the run in {run_dir}", "start-over": f"starting {run_dir} over (no config.json)",
@@ -232,6 +258,7 @@ def restore(run: Run) -> None:
                             f"number (now {run.dist.world}) for an exact continuation")
         _set_rng_state(rngs[run.dist.rank])
         run.start, run.history = int(state["iteration"]), list(state["history"])
+        run.time_limit = float(state.get("time_limit", 0.0))
         run.elapsed, run.train_time = float(state["elapsed"]), float(state["train_time"])
         run.last_saved = run.start or None
     run.logger.truncate_after(run.start)
@@ -254,15 +281,19 @@ def check_finite(run: Run, n: int) -> None:
                     f"and {kept}; try a smaller lr or beta")
 
 
-def refresh(run: Run, it: int, ctx: StepContext) -> None:
-    """The algorithm's whole-pool work before iteration `it` (a label bank's teacher pass) with the evaluated
-    weights, each rank a shard of the pool; one `refresh` record in metrics.jsonl (its cost counts as training)."""
+def pool_passes(run: Run, pool: Callable[[int], Iterator] | None = None) -> PoolPasses:
+    """This rank's shard of the whole-pool passes (`pool`: another pool iterator, e.g. a slice to time)."""
     data, d = run.data, run.dist
-    passes = Passes(lambda bs: data.pool_batches(bs, d.rank, d.world),
-                    lambda bs, held_out: data.labeled_batches(bs, held_out, d.rank, d.world),
-                    len(data.unlabeled), bool(data.flip), lambda t: distributed.sum_all(t, d))
+    return PoolPasses(pool or (lambda bs: data.pool_batches(bs, d.rank, d.world)),
+                      lambda bs, held_out: data.labeled_batches(bs, held_out, d.rank, d.world),
+                      len(data.unlabeled), bool(data.flip), lambda t: distributed.sum_all(t, d))
+
+
+def relabel(run: Run, it: int, ctx: StepContext) -> None:
+    """The label bank's teacher pass before iteration `it` with the evaluated weights, each rank a shard of the
+    pool; one `refresh` record in metrics.jsonl (its cost counts as training)."""
     t0 = time.perf_counter()
-    metrics = run.algo.refresh(run.eval_model, passes, ctx)
+    metrics = run.algo.relabel(run.eval_model, pool_passes(run), ctx)
     values = {k: v.item() for k, v in metrics.items()}
     # numbered as the (1-based) iteration it precedes, so a resume from the checkpoint of iteration `it` drops it
     run.logger.write({"iteration": it + 1, "kind": "refresh", "seconds": round(time.perf_counter() - t0, 3), **values})
@@ -278,7 +309,8 @@ def log_train(run: Run, n: int, ctx: StepContext, out: StepOutput, batch: Batch)
     run.logger.write({"iteration": n, "kind": "train", "lr": ctx.lr, "meta_step_size": ctx.meta_step_size,
                       "consistency_weight": ctx.consistency_weight, **values})
     rate = (n - run.start) / max(1e-9, time.perf_counter() - run.t0)
-    run.logger.progress(n, rate, values, run.history[-1]["test_error"] if run.history else None)
+    run.logger.progress(n, rate, values, run.history[-1]["test_error"] if run.history else None,
+                        (run.cfg.iterations - n) / max(rate, 1e-9))
 
 
 def error_on(run: Run, split: str, model: nn.Module | None = None) -> float:
@@ -314,7 +346,8 @@ def save(run: Run, n: int) -> None:
                      "ema": run.ema.state_dict() if run.ema is not None else {}, "algorithm": run.algo.state_dict(),
                      "rng": rngs, "history": run.history, "config": to_dict(run.cfg),
                      "classes": data.classes, "shape": list(data.shape), "mean": data.mean.cpu(), "std": data.std.cpu(),
-                     "elapsed": run.elapsed + time.perf_counter() - run.t0, "train_time": run.train_time}, run.run_dir)
+                     "elapsed": run.elapsed + time.perf_counter() - run.t0, "train_time": run.train_time,
+                     "time_limit": run.time_limit}, run.run_dir)
 
 
 def stop_requested(run: Run, n: int) -> bool:
@@ -337,6 +370,7 @@ def finish(run: Run) -> dict[str, Any]:
         "val_error": history[-1].get("val_error"),
         **{k: history[-1][k] for k in ("test_error_raw", "val_error_raw") if k in history[-1]},
         "iterations": cfg.iterations,
+        **({"time_limit": run.time_limit} if run.time_limit else {}),
         "wall_seconds": round(run.elapsed + time.perf_counter() - run.t0, 2),
         "train_seconds": round(run.train_time, 2),
         "images_per_second": round(images_seen(cfg.iterations, cfg, run.algo.uses_unlabeled, run.dist.world)
@@ -352,6 +386,112 @@ def finish(run: Run) -> dict[str, Any]:
     return results
 
 
+# --- a time budget --------------------------------------------------------------------------------------
+def check_schedule(cfg: Config, algo: Algorithm, why: str = "") -> None:
+    """One-line UserError for a schedule the run cannot hold: a labeled-only warm-up as long as the run (the
+    algorithm would never take its own step and the run would be the labels alone under its name), or a
+    label-bank round longer than the steps left after the warm-up."""
+    if not algo.uses_unlabeled:
+        return
+    ssl = cfg.iterations - int(cfg.labeled_warmup)
+    if ssl <= 0:
+        raise UserError(f"{why}labeled_warmup={int(cfg.labeled_warmup)} is as long as the run (iterations={cfg.iterations}): "
+                        f"algorithm={cfg.algorithm} would train on the labels alone; give labeled_warmup a fraction of "
+                        f"the run (e.g. 0.4) or train longer")
+    if algo.bank_every and algo.bank_every > ssl:
+        raise UserError(f"{why}bank_every={algo.bank_every} is longer than the {ssl} iterations after labeled_warmup: "
+                        f"no label-bank round fits; give bank_every a fraction of the run (e.g. 0.2) or train longer")
+
+
+def measure_costs(run: Run, steps: int = 6, seconds: float = 1.0, pool_images: int = 2048) -> Costs:
+    """Seconds per step (the algorithm's and the labeled-only one), per evaluation and per label-bank round, timed on
+    throwaway copies of the model, EMA, optimiser and algorithm with the RNG restored after: the run itself is
+    untouched. Every rank takes part (the steps' collectives); rank 0's clock decides (fit_budget)."""
+    cfg, d = run.cfg, run.dist
+    rng = _rng_state()
+    probe = cfg.fitted(1000)                       # a mid-run step: past the warm-ups, the consistency weight on
+    it = (int(probe.labeled_warmup) + probe.iterations) // 2
+    ctx = step_context(run, probe, it)
+    model, ema, algo = copy.deepcopy(run.model), copy.deepcopy(run.ema), copy.deepcopy(run.algo)
+    opt = type(run.opt)(model.parameters(), **run.opt.defaults)
+    sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
+
+    def per_step(step_algo: Algorithm, views: tuple[str, ...]) -> float:
+        """Mean seconds of `steps` steps after two untimed ones (kernel selection, allocation); in one process it
+        times up to 8x more while they take under `seconds` (fast steps: a steadier mean)."""
+        most = steps if d.world > 1 else 8 * steps
+        batches = run.data.batches(it, it + most + 2, views, cfg.batch_size, unlabeled_schedule(probe, d.world),
+                                   cfg.seed, d.rank, d.world)
+        for i, batch in enumerate(batches):
+            if i == 2:
+                sync()
+                t0 = time.perf_counter()
+            elif i >= steps + 2 and time.perf_counter() - t0 >= seconds:
+                return (time.perf_counter() - t0) / (i - 2)
+            train_step(model, opt, step_algo, batch, ctx, autocast=autocast_for(run), d=d, sync_bn=cfg.sync_bn, ema=ema,
+                       ema_decay=cfg.ema)
+            sync()
+        return (time.perf_counter() - t0) / most
+
+    warm_step = per_step(Supervised(), ()) if algo.uses_unlabeled and probe.labeled_warmup else 0.0
+    bank = 0.0
+    if algo.bank_every:          # a slice of the pool, its chunks after the first scaled to the whole pool
+        marks: list[tuple[float, int]] = []        # (time a chunk was asked for, images before it)
+
+        def pool(bs: int) -> Iterator:
+            seen = 0
+            for chunk in run.data.pool_batches(bs, d.rank, d.world):
+                marks.append((time.perf_counter(), seen))
+                if seen >= pool_images:
+                    return
+                seen += len(chunk[1])
+                yield chunk
+
+        t0 = time.perf_counter()
+        algo.relabel(ema if ema is not None else model, pool_passes(run, pool), ctx)
+        sync()
+        (t_first, _), (t_second, first), (t_end, seen) = marks[0], marks[min(1, len(marks) - 1)], marks[-1]
+        per_image = (t_end - t_second) / max(1, seen - first)
+        outside = (time.perf_counter() - t0) - (t_end - t_first)          # correction, sums, bank statistics
+        bank = outside + (t_second - t_first) + per_image * (len(run.data.unlabeled) / d.world - first)
+    step = per_step(algo, algo.views if algo.uses_unlabeled else ())
+    t0 = time.perf_counter()
+    for split in ["test"] + (["val"] if len(run.data.val) else []):
+        for m in [ema if ema is not None else model] + ([model] if ema is not None else []):
+            error_on(run, split, m)
+    evaluation = time.perf_counter() - t0
+    _set_rng_state(rng)
+    return Costs(step, warm_step or step, evaluation, bank)
+
+
+def fit_budget(run: Run, t_call: float) -> None:
+    """time_limit: fix `iterations` to what the seconds left afford (schedule fractions taken at that length), rebuild
+    the algorithm for it, and save the fitted config (time_limit spent), so that a resume, a torchrun restart or a
+    replay with iterations=N is exact. Rank 0 measures and decides, every rank follows."""
+    cfg, d = run.cfg, run.dist
+    costs = measure_costs(run)
+    left = cfg.time_limit - (time.perf_counter() - t_call)
+    n = fit_iterations(cfg, left, costs, run.algo.uses_unlabeled)
+    n, costs, left = distributed.broadcast_object((n, costs, left), d)
+    budget = f"time_limit={cfg.time_limit:g}s"
+    if n == 0:
+        need = plan_seconds(cfg, 1, costs, run.algo.uses_unlabeled) / MARGIN
+        raise UserError(f"{budget} leaves {left:.0f} s after setup, less than the shortest run needs on this machine "
+                        f"({need:.0f} s: a step, an evaluation" + (", a label-bank round" if costs.bank else "")
+                        + "); give a longer time_limit")
+    fitted = cfg.fitted(n)
+    check_schedule(fitted, run.algo, f"{budget} affords {n} iterations, and ")
+    run.cfg, run.algo, run.time_limit, run.logger.total = fitted, build_algorithm(fitted, d.world), cfg.time_limit, n
+    if d.main:
+        atomic_write_text(run.run_dir / "config.json", json.dumps(to_dict(fitted), indent=1))
+    run.logger.write({"iteration": 0, "kind": "budget", "time_limit": cfg.time_limit, "seconds_left": round(left, 2),
+                      "iterations": n, **costs.to_dict()})
+    if not run.logger.quiet:
+        print(f"metassl: {budget}: {n} iterations fit ({1000 * costs.step:.0f} ms per step, {costs.evaluation:.1f} s per "
+              f"evaluation" + (f", {costs.bank:.1f} s per bank round" if costs.bank else "") + ")",
+              file=sys.stderr, flush=True)
+
+
 # --- the loop --------------------------------------------------------------------------------------------
 @stoppable
 def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, data: ImageData | None = None,
@@ -361,14 +501,16 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
     `model` may be any nn.Module mapping (N, C, H, W) floats to (N, K) logits; `data` any ImageData.
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes.
     """
+    if cfg is not None and cfg.time_limit:
+        import torch._dynamo  # noqa: F401  (the optimiser imports it once per process, seconds: not training time)
+    t_call = time.perf_counter()
     run = setup(cfg, Path(run_dir), model, data, resume, force, quiet)
     if run.resume:
         restore(run)
+    if run.cfg.time_limit and not run.start:       # a checkpointed run's length was fixed before it
+        fit_budget(run, t_call)
     cfg, d = run.cfg, run.dist
-    amp = cfg.amp and run.device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
-    reduce = (lambda g: distributed.average_dict(g, d)) if d.world > 1 and cfg.meta_scope == "global" else None
-    gather, total = (lambda t: distributed.gather_rows(t, d)), (lambda t: distributed.total(t, d))   # global batch
+    autocast = autocast_for(run)
     # labeled-only warm-up (labeled_warmup): the supervised step, no unlabeled batch, then the algorithm's own
     warm = min(cfg.labeled_warmup, cfg.iterations) if run.algo.uses_unlabeled else 0
     warm_algo = Supervised()
@@ -379,10 +521,9 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
                          cfg.batch_size, unlabeled, cfg.seed, d.rank, d.world))
     for it in range(run.start, cfg.iterations):
         t_step = time.perf_counter()
-        ctx = StepContext(it, lr_at(it, cfg), meta_step_size_at(it, cfg), consistency_weight_at(it, cfg), len(run.data.classes),
-                          reduce, num_unlabeled=len(run.data.unlabeled), gather=gather, total=total)
-        if it >= warm and run.algo.refresh_every and (it - warm) % run.algo.refresh_every == 0:
-            refresh(run, it, ctx)
+        ctx = step_context(run, cfg, it)
+        if it >= warm and run.algo.bank_every and (it - warm) % run.algo.bank_every == 0:
+            relabel(run, it, ctx)
         batch = next(batches)
         out = train_step(run.model, run.opt, warm_algo if it < warm else run.algo, batch, ctx, autocast=autocast,
                          d=d, sync_bn=cfg.sync_bn, ema=run.ema, ema_decay=cfg.ema)
@@ -392,19 +533,20 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
         pseudo = out.pseudo_labels
         run.watch.update(n, {"loss": out.loss.detach(), **out.metrics,
                              **({"pseudo_labels_plain": pseudo[0], "pseudo_labels": pseudo[1]} if pseudo else {})})
-        if run.device.type == "cuda" and (n % cfg.log_every == 0 or n % cfg.eval_every == 0):
+        last = n == cfg.iterations
+        logging, evaluating = due(n, cfg.log_every) or last, due(n, cfg.eval_every) or last
+        if run.device.type == "cuda" and (logging or evaluating):
             torch.cuda.synchronize()
         run.train_time += time.perf_counter() - t_step
 
-        last = n == cfg.iterations
-        if last or not (n % cfg.log_every and n % cfg.eval_every):
+        if logging or evaluating:
             check_finite(run, n)               # NaN/Inf: stop before this iteration is logged or evaluated
-        if n % cfg.log_every == 0 or last:
+        if logging:
             log_train(run, n, ctx, out, batch)
-        if n % cfg.eval_every == 0 or last:
+        if evaluating:
             evaluate(run, n)
         stopping = stop_requested(run, n)
-        if n % cfg.checkpoint_every == 0 or last or stopping:
+        if due(n, cfg.checkpoint_every) or last or stopping:
             check_finite(run, n)               # never write a NaN checkpoint over the last good one
             save(run, n)
         if stopping and not last:

@@ -17,12 +17,14 @@ checkpoint rank 0 writes is every rank's. A loss that is not a mean over rows su
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 from torch import Tensor, nn
 
-from ..batch import Batch, Passes
+from .. import config
+from ..batch import Batch, PoolPasses
 from ..config import FIELDS, PRESETS, Config
 from ..errors import UserError
 
@@ -73,12 +75,12 @@ class Algorithm:
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         raise NotImplementedError
 
-    refresh_every: int = 0               # > 0: the trainer calls `refresh` before every this many of its steps
+    bank_every: int = 0                  # > 0: a label bank; the trainer calls `relabel` before every this many steps
 
-    def refresh(self, model: nn.Module, passes: Passes, ctx: StepContext) -> dict[str, Tensor]:
-        """Whole-pool work between rounds (a label bank's teacher pass), with the evaluated weights; returns
-        metrics logged as one `refresh` record. Called before the algorithm's first step and every
-        `refresh_every` steps after; must be deterministic, so a resumed run repeats it exactly."""
+    def relabel(self, model: nn.Module, passes: PoolPasses, ctx: StepContext) -> dict[str, Tensor]:
+        """Label the whole unlabeled pool for the next round (a label bank's teacher pass), with the evaluated
+        weights; returns metrics logged as one `refresh` record. Called before the algorithm's first step and
+        every `bank_every` steps after; must be deterministic, so a resumed run repeats it exactly."""
         return {}
 
     def after_update(self, model: nn.Module) -> None:
@@ -125,22 +127,59 @@ def build_algorithm(cfg: Config, processes: int = 1) -> Algorithm:
     return cls.from_config(cfg)
 
 
-def check_keys(cfg: Config) -> None:
-    """One-line UserError for an algorithm-specific key set where `cfg.algorithm` does not read it.
+def unread_keys(algorithm: str) -> set[str]:
+    """The algorithm-specific keys (those some registered algorithm lists in `keys`) that `algorithm` does not read
+    (none for an unknown name: build_algorithm reports that first)."""
+    if algorithm not in ALGORITHMS:
+        return set()
+    return {k for cls in ALGORITHMS.values() for k in cls.keys} - set(ALGORITHMS[algorithm].keys)
 
-    A key is algorithm-specific when a registered algorithm lists it in `keys`. It counts as set when its value
-    differs from Config's default and from every preset's value for it on the same data set: the authors'
-    presets carry the method's settings (e.g. meta_fused=false), and `--preset cifar10-4000 algorithm=fixmatch`
-    must run, on resume too, although a config does not record its preset. So such a value passes unchecked
-    beside that preset's data set, and is refused anywhere else.
-    """
-    read = ALGORITHMS[cfg.algorithm].keys
-    for key in FIELDS:
-        users = [name for name, cls in sorted(ALGORITHMS.items()) if key in cls.keys]
+
+def _defaults(cfg: Config) -> Config:
+    """Config's defaults, resolved for a run as long as `cfg` (schedule fractions in iterations, as cfg's are)."""
+    length = {k: getattr(cfg, k) for k in ("iterations", "time_limit") if k in FIELDS}   # what fixes the schedule
+    return Config(**length).resolved()
+
+
+def _at_defaults(cfg: Config, keys: set[str]) -> Config:
+    """`cfg` with `keys` at their defaults for its length."""
+    defaults = _defaults(cfg)
+    return dataclasses.replace(cfg, **{k: getattr(defaults, k) for k in keys})
+
+
+def without_unread(cfg: Config) -> Config:
+    """`cfg` with every algorithm-specific key its algorithm does not read at its default. A saved config of an
+    older run kept its preset's values of such keys (e.g. fixmatch with fmnist-1000's bank_every): unread, so
+    resetting them changes nothing, and the run resumes under `check_keys`."""
+    return _at_defaults(cfg, unread_keys(cfg.algorithm))
+
+
+def build_config(preset: str | None = None, file: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Merge defaults < preset < config file < command line (config.merge_config). An algorithm-specific key the
+    final algorithm does not read is refused (one line) if the file or the command line sets it, whatever its
+    value, and falls back to its default if the preset does: the preset's values are its method's settings (the
+    authors' meta_fused=false, fmnist-1000's bank_every), so `--preset fmnist-1000 algorithm=fixmatch` runs."""
+    cfg = config.merge_config(preset, file, overrides)
+    user = {**(config.load_file(file) if file else {}), **config.parse_overrides(overrides or [])}
+    unread = unread_keys(cfg.algorithm)
+    for key in sorted(set(user) & unread, key=list(FIELDS).index):
+        _refuse(key, user[key], cfg.algorithm)
+    return _at_defaults(cfg, set(PRESETS[preset]) & unread) if preset else cfg
+
+
+def check_keys(cfg: Config) -> None:
+    """One-line UserError for an algorithm-specific key set where `cfg.algorithm` does not read it: any value
+    other than the default (as given, or resolved for this run's length) is refused; `build_config` has already
+    refused such keys the user set at any value. A preset's values of them never get here under another
+    algorithm: `build_config` drops them, the trainer loads a saved config through `without_unread`."""
+    defaults = _defaults(cfg)
+    for key in sorted(unread_keys(cfg.algorithm), key=list(FIELDS).index):
         value = getattr(cfg, key)
-        if not users or key in read or value == FIELDS[key].default:
-            continue
-        if any(p.get(key) == value and p.get("dataset") == cfg.dataset for p in PRESETS.values()):
-            continue
-        raise UserError(f"{key}={value!r} is not read by algorithm={cfg.algorithm}, only by {', '.join(users)}; "
-                        f"drop it or choose one of those")
+        if value not in (FIELDS[key].default, getattr(defaults, key)):       # unresolved or resolved
+            _refuse(key, value, cfg.algorithm)
+
+
+def _refuse(key: str, value: object, algorithm: str) -> None:
+    users = [name for name, cls in sorted(ALGORITHMS.items()) if key in cls.keys]
+    raise UserError(f"{key}={value!r} is not read by algorithm={algorithm}, only by {', '.join(users)}; "
+                    f"drop it or choose one of those")

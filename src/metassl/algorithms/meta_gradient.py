@@ -34,7 +34,7 @@ parameters are passed functionally (torch.func.functional_call), never written i
 """
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,11 +42,11 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
 
 from ..batch import Batch
+from ..config import CHOICES
 from ..torch_utils import eval_mode
 
-Method = Literal["auto", "fd", "jvp", "exact"]
-Phi = Literal["mse", "kl"]
-METHODS = ("auto", "fd", "jvp", "exact")
+Method = str    # one of CHOICES["meta_method"]: the allowed values of every meta key live in config.CHOICES
+Phi = str       # one of CHOICES["meta_phi"]
 # The Config keys every algorithm with this correction reads (its `keys`, beside its own): Eq. 13-16's, Eq. 6's,
 # beta_t or rho_t (schedule.meta_step_size_at), g_l's held-out labels (Batch.x_meta) and g_l's scope under torchrun.
 CONFIG_KEYS = ("meta_method", "meta_phi", "eps_scale", "projection", "meta_step", "beta_schedule", "beta", "meta_rho",
@@ -64,8 +64,6 @@ def resolve_method(model: nn.Module, method: str) -> str:
     0.9974. jvp computes the same directional derivative with no eps, at about the cost of fd's two forwards.
     """
     return getattr(model, "meta_method", "fd") if method == "auto" else method
-PHIS = ("mse", "kl")
-PROJECTIONS = ("relu", "simplex")
 
 
 def meta_labeled(batch: Batch) -> tuple[Tensor, Tensor]:
@@ -81,14 +79,15 @@ def _params_buffers(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tens
     return params, {**buffers, **frozen}
 
 
-def labeled_gradient(model: nn.Module, x_lb: Tensor, y_lb: Tensor) -> dict[str, Tensor]:
-    """g_l (Eq. 14): gradient of the mean labeled cross-entropy w.r.t. every trainable parameter.
+def labeled_gradient(model: nn.Module, x_lb: Tensor, y_lb: Tensor, reduction: str = "mean") -> dict[str, Tensor]:
+    """g_l (Eq. 14): gradient of the mean labeled cross-entropy w.r.t. every trainable parameter
+    (reduction="sum": of the summed one, so that chunks add up to a whole data set's mean).
 
     Uses torch.autograd.grad, so no `.grad` field is touched. Call inside `eval_mode`.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     names = [k for k, p in model.named_parameters() if p.requires_grad]
-    loss = F.cross_entropy(model(x_lb), y_lb)
+    loss = F.cross_entropy(model(x_lb), y_lb, reduction=reduction)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return {k: (torch.zeros_like(p) if g is None else g) for k, p, g in zip(names, params, grads)}
 
@@ -161,8 +160,44 @@ def fd_pseudo_labels(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor
         if reduce is not None:
             g_l = reduce(g_l)
         lp, lm, eps = perturbed_logits(model, x_ulb, g_l, eps_scale=eps_scale, batched=batched)
-    y_tilde = F.softmax(_hp((lp + lm) / 2), dim=1)
-    return y_tilde, fd_from_logits(lp, lm, eps, phi)
+    return fused_y_tilde(lp, lm), fd_from_logits(lp, lm, eps, phi)
+
+
+def fused_y_tilde(logits_plus: Tensor, logits_minus: Tensor) -> Tensor:
+    """y~ (Eq. 2) from the two perturbed forwards: the softmax of their mean, O(eps^2) from the plain forward's."""
+    return F.softmax(_hp((logits_plus + logits_minus) / 2), dim=1)
+
+
+def head_logits(h: Tensor, fc: nn.Linear) -> Tensor:
+    """z = h W^T + b: the head's logits on body features h (B, D), in at least float32. Returns (B, C)."""
+    return h @ _hp(fc.weight).T + (_hp(fc.bias) if fc.bias is not None else 0)
+
+
+def head_gradient(h: Tensor, y: Tensor, fc: nn.Linear, reduction: str = "mean") -> dict[str, Tensor]:
+    """g_l restricted to the head (Eq. 14 with theta = (W, b)), closed form in the body features h (B, D):
+
+        g_W = delta^T h,   g_b = sum_b delta,   delta = (softmax(z) - onehot(y)) / B
+
+    the mean CE's gradient (reduction="sum": the summed CE's, no 1/B, so chunks add up to a data set's mean)."""
+    z = head_logits(h, fc)
+    delta = F.softmax(z, dim=1) - F.one_hot(y, z.shape[1]).to(z.dtype)                     # dCE/dz per image
+    if reduction == "mean":
+        delta = delta / len(y)
+    return {"weight": delta.T @ h, **({"bias": delta.sum(0)} if fc.bias is not None else {})}
+
+
+def head_direction(h: Tensor, g_l: dict[str, Tensor]) -> Tensor:
+    """J_z g_l = h g_W^T + g_b: the head's logits' derivative along a head gradient g_l, exact. Returns (B, C)."""
+    return h @ g_l["weight"].T + g_l.get("bias", 0)
+
+
+def grad_from_direction(p: Tensor, dz: Tensor, phi: Phi) -> Tensor:
+    """Eq. 13 in the authors' normalisation from dz = J_z g_l (the logits' derivative along g_l), p = softmax(z):
+
+        J_logp g_l = dz - <p, dz>,   J_p g_l = p * J_logp g_l,   grad_y = phi_scale * J_out g_l   (B, C)
+    """
+    dlogp = dz - (p * dz).sum(1, keepdim=True)
+    return (p * dlogp if phi == "mse" else dlogp) * _phi_scale(phi)
 
 
 def head_pseudo_labels(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, *, phi: Phi,
@@ -176,20 +211,13 @@ def head_pseudo_labels(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tens
     so grad_y = phi_scale * J_out g_l (Eq. 13 in the authors' normalisation) is exact (no eps) and costs
     two eval-mode body forwards, no backward: the two perturbed forwards of Eq. 15 reuse the body's features.
     """
-    fc = model.fc
     with eval_mode(model), torch.no_grad():
         h_l, h_u = _hp(model.features(x_lb)), _hp(model.features(x_ulb))           # (B_l, D), (B_u, D)
-        w, b = _hp(fc.weight), _hp(fc.bias) if fc.bias is not None else None
-        z_l = h_l @ w.T + (b if b is not None else 0)                               # (B_l, C)
-        delta = (F.softmax(z_l, dim=1) - F.one_hot(y_lb, z_l.shape[1]).to(z_l.dtype)) / len(y_lb)
-        g_l = {"weight": delta.T @ h_l, **({"bias": delta.sum(0)} if b is not None else {})}   # Eq. 14
+        g_l = head_gradient(h_l, y_lb, model.fc)                                    # Eq. 14
         if reduce is not None:
             g_l = reduce(g_l)
-        z_u = h_u @ w.T + (b if b is not None else 0)                               # (B_u, C)
-        p = F.softmax(z_u, dim=1)
-        dz = h_u @ g_l["weight"].T + g_l.get("bias", 0)                             # (B_u, C) = J_z g_l
-        dlogp = dz - (p * dz).sum(1, keepdim=True)
-        grad_y = (p * dlogp if phi == "mse" else dlogp) * _phi_scale(phi)           # Eq. 13
+        p = F.softmax(head_logits(h_u, model.fc), dim=1)                            # (B_u, C)
+        grad_y = grad_from_direction(p, head_direction(h_u, g_l), phi)              # Eq. 13
     return p, grad_y
 
 
@@ -259,7 +287,7 @@ def meta_gradient(model: nn.Module, x_lb: Tensor, y_lb: Tensor, x_ulb: Tensor, y
             return meta_gradient_fd(model, x_ulb, g_l, phi, eps_scale=eps_scale)
         if method == "jvp":
             return meta_gradient_jvp(model, x_ulb, g_l, phi)
-    raise ValueError(f"unknown meta-gradient method {method!r}; allowed: {', '.join(METHODS)}")
+    raise ValueError(f"unknown meta-gradient method {method!r}; allowed: {', '.join(CHOICES['meta_method'])}")
 
 
 def project_to_simplex(y: Tensor, how: str = "relu") -> Tensor:
@@ -279,10 +307,7 @@ def project_to_simplex(y: Tensor, how: str = "relu") -> Tensor:
         rho = ((u - css / k) > 0).sum(1, keepdim=True).clamp_min(1)   # >= 1 for finite rows; NaN rows stay NaN
         tau = css.gather(1, rho - 1) / rho.to(y.dtype)
         return (y - tau).clamp_min(0)
-    raise ValueError(f"unknown projection {how!r}; allowed: {', '.join(PROJECTIONS)}")
-
-
-STEPS = ("lr", "normalised")
+    raise ValueError(f"unknown projection {how!r}; allowed: {', '.join(CHOICES['projection'])}")
 
 
 def correct_pseudo_labels(y_tilde: Tensor, grad_y: Tensor, beta: Tensor | float, projection: str = "relu",
@@ -300,5 +325,5 @@ def correct_pseudo_labels(y_tilde: Tensor, grad_y: Tensor, beta: Tensor | float,
     if step == "normalised":
         grad_y = grad_y / (_hp(grad_y).pow(2).sum(1).mean().sqrt() + 1e-12).to(grad_y.dtype)
     elif step != "lr":
-        raise ValueError(f"unknown meta step {step!r}; allowed: {', '.join(STEPS)}")
+        raise ValueError(f"unknown meta step {step!r}; allowed: {', '.join(CHOICES['meta_step'])}")
     return project_to_simplex(y_tilde - beta * grad_y, projection)

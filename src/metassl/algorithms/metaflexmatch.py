@@ -9,7 +9,7 @@ Exactly FlexMatch (flexmatch.py) with the target corrected as in metafixmatch.py
 
 The learning status sigma_t that sets T_t counts the confident rows of the same p the mask reads, so with
 `plain` FlexMatch's curriculum is untouched and the correction only relabels the rows it keeps (the
-setting that was consistent inside FixMatch, docs/BENCHMARKS.md 5a). `meta_target=soft` trains the
+setting that was consistent inside FixMatch, docs/results/FINDINGS.md). `meta_target=soft` trains the
 strong view on y^ itself. With beta_t = 0 the step is FlexMatch's (tested).
 """
 from __future__ import annotations

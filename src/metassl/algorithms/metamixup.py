@@ -32,10 +32,9 @@ class AblationRow(Algorithm):
 
     def __init__(self, *, eps_scale: float, meta_method: str = "fd", meta_phi: str = "mse",
                  projection: str = "relu", consistency: str = "mse",
-                 mixup_gamma: float = 1.0, fused: bool = True, batched: bool = False, params: str = "all",
-                 step: str = "lr") -> None:
-        self.fused, self.batched, self.params = fused, batched, params
-        self.meta_step = step
+                 mixup_gamma: float = 1.0, meta_fused: bool = True, meta_batched: bool = False, meta_params: str = "all",
+                 meta_step: str = "lr") -> None:
+        self.meta_fused, self.meta_batched, self.meta_params, self.meta_step = meta_fused, meta_batched, meta_params, meta_step
         self.meta_method, self.meta_phi, self.eps_scale = meta_method, meta_phi, eps_scale
         self.projection, self.consistency, self.mixup_gamma = projection, consistency, mixup_gamma
 
@@ -48,18 +47,19 @@ class AblationRow(Algorithm):
                             f"meta-gradient is that of the consistency loss, so set both to mse or both to kl")
         return cls(eps_scale=cfg.eps_scale, meta_method=cfg.meta_method, meta_phi=cfg.meta_phi,
                    projection=cfg.projection, consistency=cfg.consistency, mixup_gamma=cfg.mixup_gamma,
-                   fused=cfg.meta_fused, batched=cfg.meta_batched, params=cfg.meta_params, step=cfg.meta_step)
+                   meta_fused=cfg.meta_fused, meta_batched=cfg.meta_batched, meta_params=cfg.meta_params,
+                   meta_step=cfg.meta_step)
 
     def pseudo_labels(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
         """(y~, y^): the plain predictions (Eq. 2) and, with `meta`, their correction (Eq. 6)."""
         (x_lb, y_lb), x_ulb = meta_labeled(batch), batch.x_ulb[0]      # g_l's images: held out if there are any
-        if self.meta and self.params == "head":
+        if self.meta and self.meta_params == "head":
             # g_l and the virtual step on the head only: exact (no eps), two eval-mode body forwards, no backward
             y_tilde, grad_y = head_pseudo_labels(model, x_lb, y_lb, x_ulb, phi=self.meta_phi, reduce=ctx.reduce_grad)
-        elif self.meta and resolve_method(model, self.meta_method) == "fd" and self.fused:
+        elif self.meta and resolve_method(model, self.meta_method) == "fd" and self.meta_fused:
             # y~ (Eq. 2) as the mean of the two perturbed forwards (O(eps^2) from the plain forward): one pass fewer
             y_tilde, grad_y = fd_pseudo_labels(model, x_lb, y_lb, x_ulb, phi=self.meta_phi, eps_scale=self.eps_scale,
-                                               batched=self.batched, reduce=ctx.reduce_grad)
+                                               batched=self.meta_batched, reduce=ctx.reduce_grad)
         else:
             with eval_mode(model), torch.no_grad():
                 y_tilde = F.softmax(model(x_ulb).float(), dim=1)                    # (B_u, C), Eq. 2

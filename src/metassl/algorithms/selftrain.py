@@ -21,20 +21,27 @@ gradient over every label (or the held-out part, meta_holdout > 0), eps = eps_sc
     weights  d_u = <grad_theta CE(f(u), argmax q_u), g_l> ~ (CE(f+(u)) - CE(f-(u))) / (2 eps): a step down the
              labeled loss lowers this image's loss by lr * d_u, so d_u < 0 is a pseudo-label the labels disagree
              with (Ren et al. ICML 2018; DS3L, Guo et al. ICML 2020).  r_u = clamp(1 + d_u / rms(d), 0, 1)
+
+The maths (g_l, J_z g_l, Eq. 13) is meta_gradient.py's; this module runs it over the pool in chunks.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..batch import Batch, Passes
+from ..batch import Batch, PoolPasses
 from ..config import Config
 from ..errors import UserError
 from ..torch_utils import eval_mode
 from .base import Algorithm, StepContext, StepOutput, register
 from .common import check, masked_ce
-from .meta_gradient import correct_pseudo_labels, perturbed_logits
+from .meta_gradient import (correct_pseudo_labels, fused_y_tilde, grad_from_direction, head_direction, head_gradient,
+                            head_logits, labeled_gradient, perturbed_logits)
+
+POOL_CHUNK = 256   # images per forward of a whole-pool pass: 256 ran 1.4x faster than 1000 on CPU
 
 
 def _put(full: Tensor | None, size: int, pos: Tensor, v: Tensor) -> Tensor:
@@ -48,7 +55,7 @@ def _put(full: Tensor | None, size: int, pos: Tensor, v: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def teacher_pass(model: nn.Module, passes: Passes, batch_size: int, tta: bool,
+def teacher_pass(model: nn.Module, passes: PoolPasses, batch_size: int, tta: bool,
                  features: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
     """(q, y_true, h): the eval-mode teacher's probabilities on the whole pool (N_u, C), averaged with the flipped
     image where a flip keeps the label; the pool's true labels (-1 unknown; diagnostics only); and, if asked,
@@ -70,21 +77,17 @@ def teacher_pass(model: nn.Module, passes: Passes, batch_size: int, tta: bool,
     return passes.sum_all(q), passes.sum_all(labels).long() - 1, h
 
 
-def labeled_gradient_all(model: nn.Module, passes: Passes, batch_size: int, held_out: bool) -> dict[str, Tensor]:
-    """g_l (Eq. 14) over every labeled image (or the held-out part), eval mode: the mean CE's gradient, summed
-    over chunks and processes."""
-    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
-    total = {k: torch.zeros_like(p) for k, p in params.items()}
-    count = torch.zeros((), device=next(model.parameters()).device)
-    with eval_mode(model):
-        for x, y in passes.labeled(batch_size, held_out):
-            loss = F.cross_entropy(model(x).float(), y, reduction="sum")
-            for (k, t), g in zip(total.items(), torch.autograd.grad(loss, list(params.values()), allow_unused=True)):
-                if g is not None:
-                    t += g
-            count += len(y)
-    count = passes.sum_all(count)
-    return {k: passes.sum_all(t) / count.clamp_min(1) for k, t in total.items()}
+def labeled_mean(passes: PoolPasses, batch_size: int, held_out: bool, total: dict[str, Tensor],
+                 chunk_sum: Callable[[Tensor, Tensor], dict[str, Tensor]]) -> dict[str, Tensor]:
+    """A g_l (Eq. 14) over every labeled image (or the held-out part) and process: the sum of `chunk_sum(x, y)`
+    (a chunk's summed-CE gradient) over chunks, added into the zeros `total`, divided by the image count."""
+    count = torch.zeros((), device=next(iter(total.values())).device)
+    for x, y in passes.labeled(batch_size, held_out):
+        for k, g in chunk_sum(x, y).items():
+            total[k] += g
+        count += len(y)
+    count = passes.sum_all(count).clamp_min(1)
+    return {k: passes.sum_all(t) / count for k, t in total.items()}
 
 
 @register("selftrain")
@@ -94,47 +97,53 @@ class SelfTrain(Algorithm):
     views = ("strong",)
     keys = ("bank_every", "bank_threshold", "bank_weight", "bank_view", "bank_tta")
 
-    def __init__(self, every: int = 500, threshold: float = 0.9, weight: float = 1.0, tta: bool = False,
-                 batch_size: int = 256, view: str = "strong") -> None:   # pool chunk: 256 ran 1.4x faster than 1000 on CPU
-        self.refresh_every, self.threshold, self.weight, self.tta, self.batch_size = every, threshold, weight, tta, batch_size
-        self.views = (view,)
+    def __init__(self, bank_every: int = 500, bank_threshold: float = 0.9, bank_weight: float = 1.0,
+                 bank_tta: bool = False, bank_view: str = "strong", chunk: int = POOL_CHUNK) -> None:
+        self.bank_every, self.bank_threshold, self.bank_weight = bank_every, bank_threshold, bank_weight
+        self.bank_tta, self.bank_view, self.chunk = bank_tta, bank_view, chunk
+        self.views = (bank_view,)
         self.plain: Tensor | None = None      # (N_u, C) the teacher's labels q
         self.labels: Tensor | None = None     # (N_u, C) the labels trained on (q, or corrected)
         self.weights: Tensor | None = None    # (N_u,) r_u
 
-    @classmethod
-    def from_config(cls, cfg: Config) -> SelfTrain:
+    @staticmethod
+    def bank_keys(cfg: Config) -> dict:
+        """The checked bank keys of `cfg`, as the constructor's keyword arguments."""
         check("bank_every", cfg.bank_every, cfg.bank_every > 0, "a positive integer (iterations per round)")
         check("bank_threshold", cfg.bank_threshold, 0 <= cfg.bank_threshold <= 1, "a number in [0, 1]")
         check("bank_weight", cfg.bank_weight, cfg.bank_weight >= 0, "a number >= 0")
-        return cls(cfg.bank_every, cfg.bank_threshold, cfg.bank_weight, cfg.bank_tta, view=cfg.bank_view)
+        return {k: getattr(cfg, k) for k in SelfTrain.keys}
 
-    features = False       # refresh needs the pool's body features (model.features)
+    @classmethod
+    def from_config(cls, cfg: Config) -> SelfTrain:
+        return cls(**SelfTrain.bank_keys(cfg))
 
-    def correct(self, model: nn.Module, passes: Passes, q: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
+    features = False       # relabel needs the pool's body features (model.features)
+
+    def correct(self, model: nn.Module, passes: PoolPasses, q: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
         """(labels, weights) the student trains on: the teacher's own here."""
         return q, torch.ones(len(q), device=q.device)
 
-    def refresh(self, model: nn.Module, passes: Passes, ctx: StepContext) -> dict[str, Tensor]:
+    def relabel(self, model: nn.Module, passes: PoolPasses, ctx: StepContext) -> dict[str, Tensor]:
         if self.features and not (hasattr(model, "features") and isinstance(getattr(model, "fc", None), nn.Linear)):
             raise UserError(f"bank_params=head needs a backbone with .features() and a linear head .fc; "
                             f"{type(model).__name__} has not: set bank_params=all")
-        q, y_true, h = teacher_pass(model, passes, self.batch_size, self.tta, self.features)
+        q, y_true, h = teacher_pass(model, passes, self.chunk, self.bank_tta, self.features)
         labels, weights = self.correct(model, passes, q, h)
         self.plain, self.labels, self.weights = q, labels, weights
-        return bank_quality(q, labels, weights, y_true, self.threshold)
+        return bank_quality(q, labels, weights, y_true, self.bank_threshold)
 
     def step(self, model: nn.Module, batch: Batch, ctx: StepContext) -> StepOutput:
         if self.labels is None or batch.idx_ulb is None:
-            raise RuntimeError("selftrain steps need the label bank: the trainer refreshes it before the first step")
+            raise RuntimeError("selftrain steps need the label bank: the trainer relabels the pool before the first step")
         b = len(batch.x_lb)
         logits = model(torch.cat([batch.x_lb, batch.x_ulb[0]])).float()      # one forward, (B_l + B_u, C)
         y = self.labels[batch.idx_ulb]                                          # (B_u, C)
         conf, hard = y.max(dim=1)
-        mask = (conf >= self.threshold).float() * self.weights[batch.idx_ulb]
+        mask = (conf >= self.bank_threshold).float() * self.weights[batch.idx_ulb]
         loss_cls = F.cross_entropy(logits[:b], batch.y_lb)
         loss_bank = masked_ce(logits[b:], hard, mask)
-        loss = loss_cls + ctx.consistency_weight * self.weight * loss_bank
+        loss = loss_cls + ctx.consistency_weight * self.bank_weight * loss_bank
         return StepOutput(loss, {"loss": loss.detach(), "loss_cls": loss_cls.detach(), "loss_bank": loss_bank.detach(),
                                  "mask": mask.mean()}, (self.plain[batch.idx_ulb], y))
 
@@ -151,66 +160,53 @@ class MetaSelfTrain(SelfTrain):
 
     keys = SelfTrain.keys + ("bank_meta", "bank_params", "meta_rho", "eps_scale", "projection", "meta_holdout")
 
-    def __init__(self, every: int = 500, threshold: float = 0.9, weight: float = 1.0, tta: bool = False,
-                 batch_size: int = 256, view: str = "strong", *, how: str = "labels", params: str = "head",
-                 rho: float = 0.1, eps_scale: float = 0.01, projection: str = "relu", held_out: bool = False) -> None:
-        super().__init__(every, threshold, weight, tta, batch_size, view)
-        self.how, self.params, self.rho, self.eps_scale = how, params, rho, eps_scale
-        self.projection, self.held_out, self.features = projection, held_out, params == "head"
+    def __init__(self, bank_every: int = 500, bank_threshold: float = 0.9, bank_weight: float = 1.0,
+                 bank_tta: bool = False, bank_view: str = "strong", chunk: int = POOL_CHUNK, *,
+                 bank_meta: str = "labels", bank_params: str = "head", meta_rho: float = 0.1, eps_scale: float = 0.01,
+                 projection: str = "relu", meta_holdout: float = 0.0) -> None:
+        super().__init__(bank_every, bank_threshold, bank_weight, bank_tta, bank_view, chunk)
+        self.bank_meta, self.bank_params, self.meta_rho, self.eps_scale = bank_meta, bank_params, meta_rho, eps_scale
+        self.projection, self.meta_holdout, self.features = projection, meta_holdout, bank_params == "head"
 
     @classmethod
     def from_config(cls, cfg: Config) -> MetaSelfTrain:
-        base = SelfTrain.from_config(cfg)
-        return cls(base.refresh_every, base.threshold, base.weight, base.tta, base.batch_size, cfg.bank_view, how=cfg.bank_meta,
-                   params=cfg.bank_params, rho=cfg.meta_rho, eps_scale=cfg.eps_scale, projection=cfg.projection,
-                   held_out=cfg.meta_holdout > 0)
+        return cls(**SelfTrain.bank_keys(cfg), bank_meta=cfg.bank_meta, bank_params=cfg.bank_params,
+                   meta_rho=cfg.meta_rho, eps_scale=cfg.eps_scale, projection=cfg.projection,
+                   meta_holdout=cfg.meta_holdout)
 
-    def correct(self, model: nn.Module, passes: Passes, q: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
+    def correct(self, model: nn.Module, passes: PoolPasses, q: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
         """Eq. 13 for every pool image: dz = J_z g_l (the logits' derivative along g_l), closed form in the
         features for bank_params=head, else the central difference of two more pool passes (Eq. 15/16); then
         the labels' fixed-length step (Eq. 6) or the weights from d_u = <dCE(f(u), argmax q)/dz, dz>."""
-        hard = q.argmax(1)
+        held_out = self.meta_holdout > 0
         if h is not None:                                           # bank_params=head: exact, no extra pass
             fc = model.fc
-            with torch.no_grad():
-                g_w, g_b = head_gradient_all(model, passes, self.batch_size, self.held_out)
-                p = F.softmax(h @ fc.weight.float().T + fc.bias.float(), dim=1)
-                dz = h @ g_w.T + g_b                                # (N_u, C) = J_z g_l
+            total = {"weight": torch.zeros_like(fc.weight, dtype=torch.float32),
+                     **({"bias": torch.zeros_like(fc.bias, dtype=torch.float32)} if fc.bias is not None else {})}
+            with eval_mode(model), torch.no_grad():
+                g_l = labeled_mean(passes, self.chunk, held_out, total,
+                                   lambda x, y: head_gradient(model.features(x).float(), y, fc, "sum"))   # Eq. 14
+                p = F.softmax(head_logits(h, fc), dim=1)
+                dz = head_direction(h, g_l)                         # (N_u, C) = J_z g_l
         else:
-            g_l = labeled_gradient_all(model, passes, self.batch_size, self.held_out)
+            total = {k: torch.zeros_like(v) for k, v in model.named_parameters() if v.requires_grad}
+            with eval_mode(model):
+                g_l = labeled_mean(passes, self.chunk, held_out, total,
+                                   lambda x, y: labeled_gradient(model, x, y, "sum"))                     # Eq. 14
             both = None
             with eval_mode(model):
-                for pos, x, _ in passes.pool(self.batch_size):
+                for pos, x, _ in passes.pool(self.chunk):
                     lp, lm, eps = perturbed_logits(model, x, g_l, eps_scale=self.eps_scale)     # Eq. 15
                     both = _put(both, 2 * passes.size, pos, (lp.float() - lm.float()) / (2 * eps))  # ~ J_z g_l
-                    both = _put(both, 2 * passes.size, pos + passes.size, F.softmax(((lp + lm) / 2).float(), dim=1))
+                    both = _put(both, 2 * passes.size, pos + passes.size, fused_y_tilde(lp, lm))
             both = passes.sum_all(both)
             dz, p = both[:passes.size], both[passes.size:]
-        if self.how == "labels":
-            dlogp = dz - (p * dz).sum(1, keepdim=True)
-            grad_y = 2 * p * dlogp                                  # Eq. 13 for MSE Phi: 2 J_p g_l
-            return (correct_pseudo_labels(q, grad_y, self.rho, self.projection, "normalised"),
+        if self.bank_meta == "labels":
+            grad_y = grad_from_direction(p, dz, "mse")             # Eq. 13 for MSE Phi: 2 J_p g_l
+            return (correct_pseudo_labels(q, grad_y, self.meta_rho, self.projection, "normalised"),
                     torch.ones(len(q), device=q.device))
-        d = ((p - F.one_hot(hard, q.shape[1]).float()) * dz).sum(1)   # d_u = <grad_theta CE(f(u), argmax q), g_l>
-        return q, (1 + d / (d.pow(2).mean().sqrt() + 1e-12)).clamp(0, 1)
-
-
-def head_gradient_all(model: nn.Module, passes: Passes, batch_size: int, held_out: bool) -> tuple[Tensor, Tensor]:
-    """g_l restricted to the classifier head fc (Eq. 14 with theta = (W, b)), over every label, closed form in the
-    eval-mode features: g_W = (softmax(z) - onehot(y))^T h / N, g_b = its column sums / N."""
-    fc = model.fc
-    gw = torch.zeros_like(fc.weight, dtype=torch.float32)
-    gb = torch.zeros(fc.weight.shape[0], device=gw.device)
-    count = torch.zeros((), device=gw.device)
-    with eval_mode(model), torch.no_grad():
-        for x, y in passes.labeled(batch_size, held_out):
-            h = model.features(x).float()
-            delta = F.softmax(h @ fc.weight.float().T + fc.bias.float(), dim=1) - F.one_hot(y, gw.shape[0]).float()
-            gw += delta.T @ h
-            gb += delta.sum(0)
-            count += len(y)
-    count = passes.sum_all(count).clamp_min(1)
-    return passes.sum_all(gw) / count, passes.sum_all(gb) / count
+        d_u = ((p - F.one_hot(q.argmax(1), q.shape[1]).float()) * dz).sum(1)   # <grad_theta CE(f(u), argmax q), g_l>
+        return q, (1 + d_u / (d_u.pow(2).mean().sqrt() + 1e-12)).clamp(0, 1)
 
 
 def bank_quality(q: Tensor, labels: Tensor, weights: Tensor, y_true: Tensor, threshold: float) -> dict[str, Tensor]:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from metassl.data.formats import bilinear_filter, pil_image, class_tree_files, folder_layout
 from metassl.data.sampling import UnlabeledSchedule, batch_indices
+from metassl.data.split import class_balanced
 from metassl.errors import UserError
 
 VIEWS = ("weak", "strong")
@@ -120,14 +121,11 @@ def make_subset(root: str | Path | FolderIndex, out_path: str | Path, fraction: 
         raise UserError("make_subset needs exactly one of fraction (0 < f <= 1) or per_class (>= 1)")
     if (fraction is not None and not 0 < fraction <= 1) or (per_class is not None and per_class < 1):
         raise UserError(f"make_subset: need 0 < fraction <= 1 or per_class >= 1, got {fraction}, {per_class}")
-    chosen = []
-    for label, c in enumerate(index.classes):
-        members = np.flatnonzero(index.train_labels == label)
-        k = per_class if per_class is not None else max(1, round(fraction * len(members)))
-        if k > len(members):
-            raise UserError(f"class {c} has {len(members)} train images, fewer than per_class={k}")
-        chosen.append(np.random.default_rng([seed % 2**63, label]).choice(members, k, replace=False))
-    idx = np.sort(np.concatenate(chosen))
+    take = (lambda n_c: per_class) if per_class is not None else (lambda n_c: max(1, round(fraction * n_c)))
+    for c, n_c in zip(index.classes, np.bincount(index.train_labels, minlength=len(index.classes))):
+        if take(n_c) > n_c:
+            raise UserError(f"class {c} has {n_c} train images, fewer than per_class={take(n_c)}")
+    idx = class_balanced(index.train_labels, take, seed % 2**63)
     out = Path(out_path).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")

@@ -6,7 +6,7 @@ differ in model initialisation see the same labeled set and the split can be sto
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -72,8 +72,10 @@ def labeled_split(y: np.ndarray, num_labels: int, num_classes: int, seed: int, n
         v, rest = idx[:per_val], idx[per_val:]
         k = len(rest) if num_labels == ALL_LABELS else per_label
         if len(rest) < k:
-            raise UserError(f"class {c} has {len(rest)} images left after validation, fewer than the {k} per class "
-                            f"that num_labels={num_labels} needs; lower num_labels or num_val (or use -1 for all)")
+            left = f" left after validation ({per_val} per class for num_val={num_val})" if per_val else ""
+            raise UserError(f"class {c} has {len(rest)} images{left}, fewer than the {k} per class that "
+                            f"num_labels={num_labels} needs; lower num_labels{' or num_val' if per_val else ''} "
+                            f"(or use -1 for all)")
         m = round(meta_holdout * k)
         if meta_holdout > 0 and not 1 <= m < k:
             raise UserError(f"meta_holdout={meta_holdout} of {k} labels per class holds out {m}; it must leave at "
@@ -103,3 +105,10 @@ def class_share(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 def _sorted(parts: list[np.ndarray]) -> np.ndarray:
     """Concatenate per-class index arrays into one sorted int64 array."""
     return np.sort(np.concatenate(parts)).astype(np.int64)
+
+
+def class_balanced(y: np.ndarray, take: Callable[[int], int], seed: int) -> np.ndarray:
+    """Sorted int64 indices of take(n_c) random rows of each class c present in y (n_c its rows), drawn with
+    class_permutations from one generator seeded `seed` (a subsample or a subset file, stratified by class)."""
+    perms = class_permutations(y, np.unique(y), np.random.default_rng(seed))
+    return _sorted([idx[:take(len(idx))] for idx in perms]) if perms else np.zeros(0, np.int64)

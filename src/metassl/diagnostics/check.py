@@ -14,7 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..algorithms.meta_gradient import PHIS, head_pseudo_labels, meta_gradient, resolve_method
+from ..algorithms.meta_gradient import head_pseudo_labels, meta_gradient, resolve_method
+from ..config import CHOICES
 from ..models import build_model, natural_shape
 from ..torch_utils import eval_mode, to_nchw
 
@@ -52,7 +53,7 @@ def agreement_on(model: torch.nn.Module, x_lb: torch.Tensor, y_lb: torch.Tensor,
     with eval_mode(model), torch.no_grad():
         y_tilde = F.softmax(model(x_ulb), dim=1)
     out: dict[str, Any] = {"batch": len(x_lb), "dtype": "float64", "eps_scale": eps_scale}
-    for phi in PHIS:
+    for phi in CHOICES["meta_phi"]:
         t = time.perf_counter()
         exact = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method="exact", phi=phi)
         grads = {m: meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, method=m, phi=phi, eps_scale=eps_scale)
@@ -102,7 +103,7 @@ def check_run(run_dir: str, *, eps_scale: float, batch: int = 8, seed: int = 0) 
 def format_check(result: dict[str, Any]) -> str:
     lines = [f"{result['model']} ({result['state']}): meta-gradient agreement with `exact` "
              f"(float64, batch {result['batch']}+{result['batch']})"]
-    for phi in PHIS:
+    for phi in CHOICES["meta_phi"]:
         for m in ("fd", "jvp", "head"):
             r = result[phi][m]
             lines.append(f"  phi={phi:3s} {m:4s} cosine {r['cosine']:.6f}  rel. error {r['rel_error']:.2e}"

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import load_dataset
+from ..data.split import class_balanced
 from ..errors import UserError
 from .plot import pyplot
 from ..torch_utils import to_nchw
@@ -30,9 +31,7 @@ def subsample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of about n images, each class in proportion to its share of y."""
     if n >= len(y):
         return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    picks = [rng.permutation(np.flatnonzero(y == c))[:max(1, round(n * np.mean(y == c)))] for c in np.unique(y)]
-    return np.sort(np.concatenate(picks))[:n]
+    return class_balanced(y, lambda n_c: max(1, round(n * (n_c / len(y)))), seed)[:n]
 
 
 def plot_tsne(run_dir: str | Path, out: str | Path | None = None, n: int = 2000, device: str = "auto") -> Path:

@@ -23,7 +23,7 @@ standardised. Features constant over the training rows are dropped (`keep_`). Ro
 Images (N, H, W) or (N, H, W, C) become float32, integer dtypes divided by 255; weak augmentation is a
 random translation by up to 2 pixels (none below 8x8), no flips.
 
-Small-data defaults (docs/SKLEARN.md): the budget below was set on digits split seeds 100-102 (re-draws of the
+Small-data defaults (docs/results/ESTIMATOR.md): the budget below was set on digits split seeds 100-102 (re-draws of the
 reported data); `init` was then re-chosen on development data disjoint from every reported table (8x8
 Fashion-MNIST and wine, scored on validation rows): `init='none'` beat `init='label_spreading'` (the most
 confident 75% of the unlabeled rows labeled by scikit-learn's LabelSpreading, knn graph, 7 neighbours, added

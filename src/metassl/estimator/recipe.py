@@ -1,14 +1,14 @@
 """The estimator's small-data recipe: its budget from the data size, and the optional label-spreading init.
 
 Set on digits split seeds 100-102 (re-draws of the reported data); `init` re-chosen on development data
-disjoint from every reported table (docs/SKLEARN.md).
+disjoint from every reported table (docs/results/ESTIMATOR.md).
 """
 from __future__ import annotations
 
 import numpy as np
 
 # Defaults for small data: the budget measured on digits (100 labels) with split seeds 100-102, re-draws of the
-# images of the reported splits 0-2; `init` re-chosen on disjoint development data (docs/SKLEARN.md). The
+# images of the reported splits 0-2; `init` re-chosen on disjoint development data (docs/results/ESTIMATOR.md). The
 # iteration budget is EPOCHS passes over the training rows (labeled + unlabeled) at the derived batch size,
 # within [MIN_ITERATIONS, MAX_ITERATIONS]; the batch is about N/16 rows, 32..128.
 EPOCHS = 25

@@ -73,10 +73,10 @@ def make_algorithm(variant: str) -> Any:
     if variant == "reference":
         return ReferenceMetaMixup(eps_scale=EPS_SCALE, mixup_gamma=1.0)
     if variant == "metamixup-head":
-        return MetaMixup(eps_scale=EPS_SCALE, mixup_gamma=1.0, params="head")
+        return MetaMixup(eps_scale=EPS_SCALE, mixup_gamma=1.0, meta_params="head")
     if variant in ("metamixup", "metamixup-jvp", "metamixup-exact"):
         method = {"metamixup": "fd", "metamixup-jvp": "jvp", "metamixup-exact": "exact"}[variant]
-        return MetaMixup(eps_scale=EPS_SCALE, meta_method=method, mixup_gamma=1.0, fused=True)
+        return MetaMixup(eps_scale=EPS_SCALE, meta_method=method, mixup_gamma=1.0, meta_fused=True)
     if variant in ALGORITHMS:                                  # any registered algorithm with its defaults
         return ALGORITHMS[variant].from_config(Config(algorithm=variant))
     raise UserError(f"unknown variant {variant!r}; choose from: {', '.join([*VARIANTS, *sorted(ALGORITHMS)])}")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint
+from ..algorithms.base import unread_keys, without_unread
 from ..algorithms.metamixup import ROWS
 from ..config import PRESETS, Config, load_saved, to_dict
 from ..data import ImageData
@@ -20,7 +21,7 @@ SUITES: dict[str, dict[str, Any]] = {
 # Time-to-accuracy: each row reports the training seconds to the first evaluation at or below this test error (%).
 TARGET_ERROR = {"fmnist-1000": 15.0, "fmnist-100": 25.0}
 # Iteration budgets. FULL: sized so that the 14 default entries x 3 seeds of fmnist-1000 fit in ~2 h on
-# 2 CPU cores (measured step costs and the arithmetic: docs/ALGORITHMS.md); 5 evaluations per run, the
+# 2 CPU cores (measured step costs: docs/results/SPEED.md); 5 evaluations per run, the
 # fewest that give the median of the last 5; warm-up and consistency ramp 10% of the run, the proportion
 # of the calibration runs (200 of 2000). QUICK: a smoke run of the whole pipeline (1 evaluation), not a
 # result. eval_batch_size 250 is faster than 1000 on CPU and changes no number.
@@ -72,9 +73,10 @@ TAIL = 0.2   # "flat at the end": tail_change is the test error's change over th
 def run_config(suite: str, name: str, seed: int, overrides: dict[str, Any] | None = None, *, quick: bool = False,
                tuned: dict[str, Any] | None = None) -> Config:
     """The resolved config of one run: preset < suite < budget < algorithm < tuned values (`--tuned`) < seed
-    < user overrides."""
+    < user overrides. The preset's keys the algorithm does not read stay at their defaults (as build_config)."""
     algorithm, extra = ENTRIES.get(name, (name, {}))
-    values = {**PRESETS["fmnist-1000"], **SUITES[suite], **(QUICK if quick else FULL), **extra, **(tuned or {}),
+    preset = {k: v for k, v in PRESETS["fmnist-1000"].items() if k not in unread_keys(algorithm)}
+    values = {**preset, **SUITES[suite], **(QUICK if quick else FULL), **extra, **(tuned or {}),
               "algorithm": algorithm, "seed": seed, "split_seed": seed, **(overrides or {})}
     return Config(**values).resolved()
 
@@ -85,8 +87,10 @@ NOT_PROTOCOL = ("threads", "data_dir", "log_every", "eval_batch_size")
 
 def check_same(run_dir: Path, cfg: Config) -> None:
     """A run directory may only be reused for the config this bench would run (up to NOT_PROTOCOL keys)."""
-    saved = to_dict(load_saved(run_dir / "config.json"))
-    wanted = to_dict(cfg)
+    saved_cfg = without_unread(load_saved(run_dir / "config.json"))     # as the trainer resumes it
+    if cfg.time_limit and not saved_cfg.time_limit:       # its budget was fitted: compare at that length
+        cfg = cfg.fitted(saved_cfg.iterations)
+    saved, wanted = to_dict(saved_cfg), to_dict(cfg)
     diff = [k for k in wanted if k not in NOT_PROTOCOL and saved.get(k) != wanted[k]]
     if diff:
         k = diff[0]
