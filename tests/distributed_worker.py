@@ -19,7 +19,8 @@ from torch import nn
 from metassl import distributed
 from metassl import train as trainer
 from metassl.algorithms import Batch, StepContext, build_algorithm
-from metassl.config import Config, build_config
+from metassl.config import Config
+from metassl.algorithms import build_config
 from metassl.errors import UserError
 
 # each algorithm with its state moving fast: thresholds low enough to fill FlexMatch's status, short EMAs,

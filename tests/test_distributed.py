@@ -1,5 +1,7 @@
 """torchrun on CPU (gloo): 2 processes with B/2 each compute what 1 process with B computes; resume works,
-and a worker SIGKILLed under `torchrun --max-restarts` is survived bit-identically."""
+and a worker SIGKILLed under `torchrun --max-restarts` is survived bit-identically. The differentiable sum
+(distributed.total) is checked in 2 spawned processes, without torchrun."""
+import gc
 import importlib.util
 import json
 import os
@@ -8,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -72,6 +75,32 @@ def test_two_process_run_resumes_from_its_checkpoint(runs):
     full, resumed = weights(runs / "two"), weights(cut)
     for k in full:
         torch.testing.assert_close(resumed[k], full[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def _sum_then_teardown(rank: int, port: int) -> None:
+    """One of 2 spawned gloo processes: `total` forward and backward, then `teardown` (see the test below)."""
+    from metassl import distributed
+    torch.set_num_threads(1)
+    threads = len(os.listdir("/proc/self/task"))
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    d = distributed.Dist(rank, 2)
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    y = distributed.total(x * (rank + 1), d)                   # (1, 2) + (2, 4)
+    (y * torch.tensor([1.0, 10.0]) * (rank + 1)).sum().backward()
+    assert y.tolist() == [3.0, 6.0]
+    assert x.grad.tolist() == [(rank + 1) * 3.0, (rank + 1) * 30.0]   # (rank + 1) * sum over ranks of the weights
+    group = weakref.ref(torch.distributed.group.WORLD)
+    distributed.teardown()
+    gc.collect()
+    assert group() is None, "the process group outlived teardown"
+    assert len(os.listdir("/proc/self/task")) == threads, "gloo's threads outlived teardown"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_the_differentiable_sum_sums_values_and_gradients_and_teardown_stops_gloo_threads():
+    """Forward sums over processes, backward sums the gradients; and nothing keeps the process group alive
+    after `teardown`: gloo threads still running when the interpreter shuts down abort the process."""
+    torch.multiprocessing.spawn(_sum_then_teardown, (free_port(),), nprocs=2)
 
 
 def kill_test():

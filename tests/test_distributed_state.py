@@ -22,14 +22,20 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def launch_worker(out: Path, npz: Path, root: Path = ROOT) -> subprocess.CompletedProcess:
+    """One torchrun launch of tests/distributed_worker.py (2 processes) from the tree at `root`, writing to `out`
+    (also run over and over, under CPU load, by scripts/stress_distributed.py)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
+           f"--master-port={free_port()}", "-m", "tests.distributed_worker", str(out), str(npz)]
+    path = os.pathsep.join([str(root), str(root / "src"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp-state")
-    npz = write_tiny_npz(out / "tiny.npz")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-addr=127.0.0.1",
-           f"--master-port={free_port()}", "-m", "tests.distributed_worker", str(out), str(npz)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    res = launch_worker(out, write_tiny_npz(out / "tiny.npz"))
     assert res.returncode == 0, res.stderr[-3000:]
     return out
 

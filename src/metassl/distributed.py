@@ -161,8 +161,28 @@ def total(values: Tensor, d: Dist) -> Tensor:
     gradient average each process holds the gradient of the global-batch loss (as SyncBatchNorm below)."""
     if d.world == 1:
         return values
-    from torch.distributed.nn.functional import all_reduce
-    return all_reduce(values)
+    return _Sum.apply(values)
+
+
+class _Sum(torch.autograd.Function):
+    """all_reduce SUM of a copy; backward all-reduces the gradient likewise. Both synchronous, on the default
+    group looked up at each call. Not torch.distributed.nn.functional.all_reduce: its `group=group.WORLD`
+    default is evaluated when that module is first imported, after init here, so it holds the process group
+    for good; `teardown` then leaves gloo's threads running into interpreter shutdown, where one releasing a
+    finished collective's tensors takes the GIL of the finalizing interpreter and aborts the process
+    ("terminate called without an active exception")."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        y = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        g = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(g)
+        return g
 
 
 def broadcast_object(obj: Any, d: Dist) -> Any:
@@ -186,8 +206,8 @@ def gather_objects(obj: Any, d: Dist) -> list[Any]:
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the global batch on any device (torch's SyncBatchNorm is GPU-only).
 
-    Batch sums are all-reduced with the differentiable torch.distributed.nn.all_reduce, so gradients
-    flow through the global statistics. Eval mode uses the running statistics, as usual.
+    Batch sums are all-reduced with the differentiable `_Sum` (as `total`), so gradients flow through the
+    global statistics. Eval mode uses the running statistics, as usual.
     """
 
     def _check_input_dim(self, x: Tensor) -> None:
@@ -197,12 +217,10 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0] + list(range(2, x.ndim))
         c = x.shape[1]
         count = torch.full((1,), x.numel() / c, dtype=x.dtype, device=x.device)
-        stats = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        stats = _Sum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
         n = stats[-1]
         mean = stats[:c] / n
         var = stats[c:2 * c] / n - mean * mean
