@@ -52,20 +52,24 @@ def rows(stage: str, task: str) -> list[dict]:
 
 
 def mean_ranks(stage: str, tasks: list[str], names: list[str]) -> dict[str, float]:
-    """Each name's rank by mean validation error on each task (1 = lowest; a run that did not fit ranks last), averaged."""
+    """Each name's rank by mean validation error on each task (1 = lowest, ties share the mean of their ranks; a run
+    that did not fit ranks last), averaged over the tasks."""
     ranks: dict[str, list[float]] = {n: [] for n in names}
     for task in tasks:
         val = {n: [r["val_error"] for r in rows(stage, task) if r["algorithm"] == n and r["val_error"] is not None]
                for n in names}
         score = {n: statistics.mean(v) if v else float("inf") for n, v in val.items()}
-        for i, n in enumerate(sorted(names, key=score.get), 1):
-            ranks[n].append(i)
+        for n in names:
+            ranks[n].append(sum(s < score[n] for s in score.values()) + (sum(s == score[n] for s in score.values()) + 1) / 2)
     return {n: statistics.mean(r) for n, r in ranks.items() if r}
 
 
 def finalists() -> list[str]:
+    """The 3 best mean ranks at the short budget besides supervised (the baseline of every compare), with any tie
+    at the cut."""
     ranks = mean_ranks("short", list(TASKS), ["supervised", *CANDIDATES])
-    return [n for n in sorted(ranks, key=ranks.get) if n != "supervised"][:3]
+    order = [n for n in sorted(ranks, key=ranks.get) if n != "supervised"]
+    return [n for n in order if ranks[n] <= ranks[order[2]]]
 
 
 def run_stage(stage: str, tasks: list[str]) -> None:
