@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ..batch import Batch, PoolPasses
 from ..config import Config
 from ..errors import UserError
+from ..models import inference_copy
 from ..torch_utils import eval_mode
 from .base import Algorithm, StepContext, StepOutput, register
 from .common import check, masked_ce
@@ -60,6 +61,7 @@ def teacher_pass(model: nn.Module, passes: PoolPasses, batch_size: int, tta: boo
     """(q, y_true, h): the eval-mode teacher's probabilities on the whole pool (N_u, C), averaged with the flipped
     image where a flip keeps the label; the pool's true labels (-1 unknown; diagnostics only); and, if asked,
     the body's features of the unflipped images (N_u, D), from the same forward (model.features, model.fc)."""
+    model = inference_copy(model)                 # BN folded into the convs: the same outputs, faster
     q = labels = feats = None
     with eval_mode(model):
         for pos, x, y in passes.pool(batch_size):
