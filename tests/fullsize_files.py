@@ -167,13 +167,13 @@ def train_run(preset: str, dest: Path, iterations: int, threads: int, nice: int,
     """`metassl train --preset <preset> data_dir=dest` for `iterations`, evaluated once at the end; wall seconds
     and peak RSS of the child, plus its results.json. A run cut short after a checkpoint (a session's end on a
     slow CPU) resumes from it when called again; then the child's numbers are this call's, results.json's sums."""
-    from metassl import checkpoint
+    from metassl.rundir import RunDir
     overrides = [f"data_dir={dest}", f"iterations={iterations}", f"eval_every={iterations}",
                  f"checkpoint_every={checkpoint_every or iterations}", f"threads={threads}", f"device={device}"]
     keys = ("train_seconds", "wall_seconds", "images_per_second", "test_error", "num_labels", "machine")
     if (out / "results.json").exists():                       # finished in an earlier call: report, do not retrain
         return {"finished_earlier": True, **{k: json.loads((out / "results.json").read_text())[k] for k in keys}}
-    resumed = any((out / n).exists() for n in (checkpoint.LAST, checkpoint.PREV))
+    resumed = RunDir(out).has_checkpoint()
     run = ["--resume", str(out)] if resumed else ["--preset", preset, "--out", str(out), "--force", *overrides]
     cmd = ["nice", "-n", str(nice), sys.executable, "-m", "metassl", "train", *run, "--quiet"]
     t0 = time.perf_counter()

@@ -31,6 +31,21 @@ def test_presets_lists_the_default_and_the_papers(capsys):
     out = capsys.readouterr().out
     for name in ("fmnist-1000", "svhn-1000", "cifar10-4000", "cifar100-10000", "imagenet-10pct"):
         assert name in out
+    flat = " ".join(out.split())
+    from metassl.config import PRESETS
+    for name, values in PRESETS.items():                 # every key a preset sets, with its value
+        for key, value in values.items():
+            assert f"{key}={value}" in flat, (name, key)
+
+
+def test_help_keys_and_algorithms_print_whole_descriptions(capsys):
+    assert main(["train", "--help-keys"]) == 0
+    keys = " ".join(capsys.readouterr().out.split())
+    assert "exact (second order)" in keys                # meta_method's continuation line
+    assert "time_limit" in keys and "iterations or a fraction of the run" in keys
+    assert main(["algorithms"]) == 0
+    algos = " ".join(capsys.readouterr().out.split())
+    assert "curriculum pseudo-labelling" in algos and "self-adaptive fairness term" in algos
 
 
 def test_check_json_reports_agreement_for_a_backbone(capsys):

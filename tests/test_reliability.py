@@ -419,15 +419,15 @@ def test_a_first_attempt_or_another_launch_still_refuses_an_existing_run(torchru
 
 
 def test_restarted_run_decides_from_the_launch_mark(tmp_path):
-    from metassl.safety import mark_launch, restarted_run
+    from metassl.rundir import RunDir
 
-    run = tmp_path / "run"
-    assert restarted_run(run, "job@h:1") == "new"                # never created
-    run.mkdir()
-    mark_launch(run, "job@h:1")
-    assert restarted_run(run, "job@h:1") == "start-over"         # killed before config.json: start it over
-    (run / "config.json").write_text("{}")
-    assert restarted_run(run, "job@h:1") == "resume"
-    assert restarted_run(run, "job@h:2") == restarted_run(run, None) == "new"   # another torchrun command
-    (run / "launch.json").write_text('{"torchrun": "job@h')     # torn mark: not ours
-    assert restarted_run(run, "job@h:1") == "new"
+    run = RunDir(tmp_path / "run")
+    assert run.restarted("job@h:1") == "new"                     # never created
+    run.path.mkdir()
+    run.mark_launch("job@h:1")
+    assert run.restarted("job@h:1") == "start-over"              # killed before config.json: start it over
+    (run.path / "config.json").write_text("{}")
+    assert run.restarted("job@h:1") == "resume"
+    assert run.restarted("job@h:2") == run.restarted(None) == "new"   # another torchrun command
+    (run.path / "launch.json").write_text('{"torchrun": "job@h')  # torn mark: not ours
+    assert run.restarted("job@h:1") == "new"

@@ -114,8 +114,8 @@ def test_eval_records_carry_training_seconds_and_images_seen(tmp_path):
 
     torch.set_num_threads(1)
     cfg = dataclasses.replace(Config(), dataset="tiny", algorithm="metamixup", model="cnn", num_labels=16,
-                              batch_size=8, iterations=4, warmup=1, consistency_rampup=2, eval_every=2, log_every=2,
-                              checkpoint_every=2, device="cpu", eval_batch_size=64).resolved()
+                              batch_size=8, iterations=4, warmup=1, consistency_rampup=2, labeled_warmup=0, eval_every=2,
+                              log_every=2, checkpoint_every=2, device="cpu", eval_batch_size=64).resolved()
     res = train(cfg, tmp_path / "run", data=make_tiny_data(n_train=96, n_test=24, size=8), quiet=True)
     evals = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in evals if r["kind"] == "eval"]

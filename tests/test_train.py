@@ -24,7 +24,7 @@ def test_schedules_follow_warmup_cosine_step_and_beta_modes():
     step = build_config(None, None, ["lr=0.1", "warmup=0", "lr_schedule=step", "lr_steps=5,8"])
     assert [round(lr_at(i, step), 6) for i in (4, 5, 8)] == [0.1, 0.01, 0.001]
     assert meta_step_size_at(60, cfg) == lr_at(60, cfg)                            # authors: beta = lr
-    const = build_config(None, None, ["beta_schedule=constant", "beta=0.3"])
+    const = build_config(None, None, ["algorithm=metamixup", "beta_schedule=constant", "beta=0.3"])
     assert meta_step_size_at(0, const) == 0.3 and meta_step_size_at(500, const) == 0.3
     assert consistency_weight_at(0, cfg) == 0 and consistency_weight_at(10**6, cfg) == cfg.consistency_weight
 
@@ -42,6 +42,18 @@ def test_run_directory_holds_config_split_metrics_checkpoint_and_results(tmp_pat
     assert len(split["labeled"]) == 40 and not set(split["labeled"]) & set(split["unlabeled"])
     evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
     assert [e["iteration"] for e in evals] == [4, 8, 12]
+
+
+def test_a_run_without_a_directory_writes_no_file_and_matches_one_trained_into_a_directory(tmp_path, tiny_data,
+                                                                                            monkeypatch):
+    cfg = build_config(None, None, TINY + ["algorithm=metamixup", "ema=0.9"])
+    on_disk = train(cfg, tmp_path / "run", data=tiny_data, quiet=True)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    in_memory = train(cfg, None, data=tiny_data, quiet=True)
+    assert list(cwd.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "run"]
+    assert in_memory["test_error"] == on_disk["test_error"] and in_memory["val_error"] == on_disk["val_error"]
 
 
 

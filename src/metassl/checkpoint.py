@@ -1,8 +1,8 @@
 """Checkpoints that never tear: write a temporary file, fsync, keep the previous good one, rename.
 
-`last.pt` is the newest checkpoint and `prev.pt` the one before it. Loading uses
-`torch.load(weights_only=True)` (no arbitrary pickle execution) and falls back to `prev.pt`, with a
-warning, when `last.pt` is missing, truncated or corrupt.
+A run directory holds the newest checkpoint (`last`) and the one before it (`prev`); their paths come from
+rundir.RunDir. Loading uses `torch.load(weights_only=True)` (no arbitrary pickle execution) and falls back
+to `prev`, with a warning, when `last` is missing, truncated or corrupt.
 
 torch's zip format does not check its CRCs on load, so a flipped bit inside a tensor would load
 silently; every checkpoint therefore carries a digest of its whole content (`_digest`, BLAKE2b over
@@ -21,8 +21,8 @@ import torch
 
 from .errors import UserError
 from .files import fsync_dir
+from .rundir import RunDir
 
-LAST, PREV = "last.pt", "prev.pt"
 DIGEST_KEY = "_digest"
 
 
@@ -53,13 +53,18 @@ def digest(state: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def save(state: dict[str, Any], run_dir: Path) -> None:
-    """Write `state` as the new `last.pt`; the old `last.pt` becomes `prev.pt`. A kill at any point
+def _paths(run_dir: RunDir | str | Path) -> RunDir:
+    """The checkpoint paths of a run directory (a RunDir or its path)."""
+    return run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+
+
+def save(state: dict[str, Any], run_dir: RunDir | str | Path) -> None:
+    """Write `state` as the new `last`; the old `last` becomes `prev`. A kill at any point
     leaves at least one complete checkpoint on disk: the new file is complete and fsynced before any
-    rename, and between the two renames `prev.pt` holds the previous one (load falls back to it).
+    rename, and between the two renames `prev` holds the previous one (load falls back to it).
     A failed write (disk full) removes the partial file and leaves both checkpoints as they were."""
-    run_dir = Path(run_dir)
-    tmp = run_dir / (LAST + ".tmp")
+    paths = _paths(run_dir)
+    tmp = paths.last.with_name(paths.last.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
             torch.save({**state, DIGEST_KEY: digest(state)}, f)
@@ -68,12 +73,11 @@ def save(state: dict[str, Any], run_dir: Path) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write checkpoint {tmp}: {e.strerror or e}; the previous checkpoint in "
-                        f"{run_dir} is kept") from None
-    last = run_dir / LAST
-    if last.exists():
-        os.replace(last, run_dir / PREV)
-    os.replace(tmp, last)
-    fsync_dir(run_dir)
+                        f"{paths} is kept") from None
+    if paths.last.exists():
+        os.replace(paths.last, paths.prev)
+    os.replace(tmp, paths.last)
+    fsync_dir(paths.path)
 
 
 def _load_one(path: Path) -> dict[str, Any]:
@@ -87,12 +91,12 @@ def _load_one(path: Path) -> dict[str, Any]:
     return state
 
 
-def load(run_dir: Path) -> dict[str, Any]:
+def load(run_dir: RunDir | str | Path) -> dict[str, Any]:
     """The newest readable checkpoint in `run_dir`; UserError if there is none."""
-    run_dir = Path(run_dir)
+    paths = _paths(run_dir)
     errors = []
-    for name in (LAST, PREV):
-        path = run_dir / name
+    for path in (paths.last, paths.prev):
+        name = path.name
         if not path.exists():
             errors.append(f"{name}: missing")
             continue
@@ -102,14 +106,9 @@ def load(run_dir: Path) -> dict[str, Any]:
             detail = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())   # one line, no terminal colours
             errors.append(f"{name}: {type(e).__name__}: {detail[:160]}")
             continue
-        if name == PREV:
-            print(f"metassl: warning: {run_dir / LAST} is unusable ({errors[-1]}); resuming from {PREV} "
+        if path == paths.prev:
+            print(f"metassl: warning: {paths.last} is unusable ({errors[-1]}); resuming from {name} "
                   f"(iteration {state['iteration']})", file=sys.stderr)
         return state
     raise UserError.worded("no readable checkpoint in {dir} ({why}); start the run again with {force} (without "
-                           "{resume})", dir=run_dir, why="; ".join(errors))
-
-
-def exists(run_dir: Path) -> bool:
-    """Whether `run_dir` holds any checkpoint file (readable or not)."""
-    return any((Path(run_dir) / name).exists() for name in (LAST, PREV))
+                           "{resume})", dir=paths.path, why="; ".join(errors))

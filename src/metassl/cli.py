@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = build_config(args.preset, args.config, args.overrides)
         run_dir = Path(args.out) if args.out else _default_out(cfg, args.preset)
-    res = train(cfg or Config(), run_dir, resume=bool(args.resume), force=args.force, quiet=args.quiet)
+    res = train(cfg, run_dir, resume=bool(args.resume), force=args.force, quiet=args.quiet)
     print(f"{res['algorithm']} on {res['dataset']} ({res['num_labels']} labels, {res['model']}): "
           f"test error {res['test_error']:.2f}% (median of last 5 evals {res['test_error_median_last5']:.2f}%), "
           f"{res['iterations']} iterations in {res['wall_seconds']:.0f} s, {res['images_per_second']:.0f} img/s "

@@ -1,8 +1,7 @@
-"""Training logs: metrics.jsonl (written and read back), optional TensorBoard events, the progress line,
-pseudo-label quality."""
+"""Training logs: the metrics records (kept by the run directory, or in memory), optional TensorBoard events,
+the progress line, pseudo-label quality."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import UserError
-from .files import atomic_write_text
+from .rundir import InMemory, RunDir
 
 
 def pseudo_label_quality(y_tilde: Tensor, y_hat: Tensor, y_true: Tensor) -> dict[str, Tensor]:
@@ -34,69 +32,37 @@ def pseudo_label_quality(y_tilde: Tensor, y_hat: Tensor, y_true: Tensor) -> dict
     return out
 
 
-def parse_records(text: str) -> tuple[list[dict[str, Any]], list[int]]:
-    """The whole records of a metrics.jsonl text (dicts with an iteration and a kind) and the numbers of the
-    non-blank lines that are not one (a run killed mid-write tears its last line)."""
-    records, torn = [], []
-    for i, line in enumerate(text.splitlines(), 1):
-        try:
-            rec = json.loads(line)
-            if isinstance(rec, dict) and isinstance(rec.get("iteration"), int) and "kind" in rec:
-                records.append(rec)
-                continue
-        except ValueError:
-            pass
-        if line.strip():
-            torn.append(i)
-    return records, torn
-
-
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of run_dir/metrics.jsonl, warning once about lines that are not whole records."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise UserError(f"{run_dir} has no metrics.jsonl; pass a run directory written by `metassl train`")
-    records, torn = parse_records(path.read_text(errors="replace"))
-    if torn:
-        print(f"metassl: warning: skipped {len(torn)} unreadable line(s) of {path}", file=sys.stderr)
-    if not records:
-        raise UserError(f"{path} holds no records yet; plot after the first logging step")
-    return records
+    """The metrics records of a run directory (RunDir.read_metrics)."""
+    return RunDir(run_dir).read_metrics()
 
 
 class Logger:
-    """metrics.jsonl (always), TensorBoard events (when tensorboard is installed), a progress line."""
+    """Records into the run's store (a RunDir, or InMemory), TensorBoard events (when tensorboard is installed
+    and the run has a directory), a progress line."""
 
-    def __init__(self, run_dir: Path, total: int, quiet: bool, enabled: bool = True) -> None:
+    def __init__(self, store: RunDir | InMemory, total: int, quiet: bool, enabled: bool = True) -> None:
         """`enabled=False` (torchrun ranks other than 0): log nothing, write nothing."""
-        self.path, self.total, self.quiet, self.enabled = run_dir / "metrics.jsonl", total, quiet or not enabled, enabled
+        self.store, self.total, self.quiet, self.enabled = store, total, quiet or not enabled, enabled
         self.tty = sys.stderr.isatty()
         self.tb = None
-        if not enabled:
+        if not enabled or store.tensorboard is None:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tb"))
+            self.tb = SummaryWriter(str(store.tensorboard))
         except Exception:  # noqa: BLE001 - tensorboard is optional
             pass
 
     def truncate_after(self, iteration: int) -> None:
-        """On resume: drop records written after the checkpoint being resumed from, and any line that is not a
-        whole record (a power loss can tear the last one mid-write), with a warning."""
-        if not (self.enabled and self.path.exists()):
-            return
-        records, torn = parse_records(self.path.read_text(errors="replace"))
-        if torn:
-            many = len(torn) > 1
-            print(f"metassl: warning: {self.path} line{'s' * many} {', '.join(map(str, torn))} "
-                  f"{'are' if many else 'is'} not a whole record (torn by a crash mid-write?); dropped", file=sys.stderr)
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records if r["iteration"] <= iteration))
+        """On resume: drop the records written after the checkpoint being resumed from."""
+        if self.enabled:
+            self.store.truncate_metrics(iteration)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.store.append_metrics(record)
         if self.tb is not None:
             for k, v in record.items():
                 if k not in ("iteration", "kind") and isinstance(v, (int, float)):

@@ -1,23 +1,18 @@
-"""Run safety: stop cleanly on SIGINT/SIGTERM, catch divergence, never overwrite a run by accident.
+"""Run safety: stop cleanly on SIGINT/SIGTERM, catch divergence (a run directory's own rules: rundir.py).
 
 Used by the trainer (train.py); see docs/RELIABILITY.md for what is promised and how it is tested.
 """
 from __future__ import annotations
 
 import functools
-import json
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .errors import Interrupted, UserError
-from .files import atomic_write_text
-
-LAUNCH = "launch.json"   # which torchrun launch created the run directory (see restarted_run)
+from .errors import Interrupted
 
 
 class DivergenceWatch:
@@ -114,48 +109,3 @@ def stoppable(fn):
         finally:
             _STOP = outer
     return wrapper
-
-
-def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Never overwrite a run without resume or force (checks only: creates and deletes nothing). The messages
-    name them as the caller does: `--force` from the command line, `force=True` from Python."""
-    if resume:
-        if not (run_dir / "config.json").exists():
-            raise UserError(f"cannot resume: {run_dir} holds no metassl run (no config.json)")
-        return
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError.worded("run directory {dir} is a file; pass another {out}", dir=run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise UserError.worded("run directory {dir} already exists; pass {resume} to continue it or {force} to "
-                               "overwrite it", dir=run_dir)
-
-
-def open_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Create (or with force clear) the run directory; called only once all input has been validated."""
-    check_run_dir(run_dir, resume, force)
-    if resume:
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        for name in ("last.pt", "prev.pt", "metrics.jsonl", "results.json", "split.json", "config.json", LAUNCH):
-            (run_dir / name).unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def mark_launch(run_dir: Path, launch: str | None) -> None:
-    """Record which torchrun launch created `run_dir` (written before config.json; nothing outside torchrun)."""
-    if launch is not None:
-        atomic_write_text(run_dir / LAUNCH, json.dumps({"torchrun": launch}))
-
-
-def restarted_run(run_dir: Path, launch: str | None) -> str:
-    """What a worker group that torchrun restarted does with `run_dir` (decided by rank 0):
-    'resume' the run this launch created there; 'start-over' when this launch created it but was killed
-    before config.json was written; 'new' when the run is not this launch's (none there, or one that the
-    first attempt refused: the usual --resume/--force rules apply)."""
-    try:
-        mine = launch is not None and json.loads((run_dir / LAUNCH).read_text()).get("torchrun") == launch
-    except (OSError, ValueError, AttributeError):
-        mine = False
-    if not mine:
-        return "new"
-    return "resume" if (run_dir / "config.json").exists() else "start-over"

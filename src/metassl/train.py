@@ -8,13 +8,12 @@ Algorithms only define their step (algorithms/base.py); data sources hand over b
 
 `train` reads top to bottom: `setup` (config, data, model, optimiser, run directory), `restore`, then per
 iteration `train_step` (forward, losses, backward, all-reduce, SGD, EMA), the NaN guard, logging,
-`evaluate`, `save`; `finish` writes results.json.
+`evaluate`, `save`; `finish` writes the results. The run directory's files and rules: rundir.py.
 """
 from __future__ import annotations
 
 import copy
 import itertools
-import json
 import os
 import platform
 import signal
@@ -34,20 +33,19 @@ from .algorithms import Algorithm, StepContext, StepOutput, build_algorithm, wit
 from .algorithms.supervised import Supervised
 from .batch import Batch, DataSource, PoolPasses
 from .budget import MARGIN, Costs, fit_iterations, plan_seconds
-from .config import Config, load_saved, to_dict
+from .config import Config, to_dict
 from .data import ImageData, labeled_split, load_dataset
 from .data.resident import prepare_data
 from .errors import Interrupted, UserError
 from .evaluate import error_counts
-from .files import atomic_write_text
 from .log import Logger, pseudo_label_quality
 from .models import build_model, check_model_name
+from .rundir import InMemory, RunDir
 from .schedule import consistency_weight_at, images_seen, lr_at, meta_step_size_at, unlabeled_schedule
-from .safety import (DivergenceWatch, StopSignals, check_run_dir, current_stop, mark_launch, nonfinite_weights,
-                     open_run_dir, restarted_run, stoppable)
+from .safety import DivergenceWatch, StopSignals, current_stop, nonfinite_weights, stoppable
 from .torch_utils import ema_update, keep_freed_memory, resolve_device
 
-__all__ = ["train", "train_step"]
+__all__ = ["train", "train_run", "train_step"]
 
 
 # --- data, RNG state -------------------------------------------------------------------------------------
@@ -136,7 +134,7 @@ class Run:
     """What a training run holds between iterations: built by `setup`, restored by `restore`."""
 
     cfg: Config
-    run_dir: Path
+    dir: RunDir | InMemory           # where its records go: a run directory, or memory (run_dir=None)
     dist: distributed.Dist           # this process's rank in the torchrun group (one process: rank 0 of 1)
     device: torch.device
     algo: Algorithm
@@ -146,7 +144,7 @@ class Run:
     opt: torch.optim.Optimizer
     logger: Logger
     stop: StopSignals
-    resume: bool = False             # continue the run in run_dir (--resume, or a torchrun restart of it)
+    resume: bool = False             # continue the run in `dir` (--resume, or a torchrun restart of it)
     start: int = 0                   # first iteration of this session
     history: list[dict[str, Any]] = field(default_factory=list)   # every evaluation record so far
     elapsed: float = 0.0             # wall seconds of earlier sessions
@@ -155,6 +153,8 @@ class Run:
     time_limit: float = 0.0          # the budget `iterations` was fitted to (0: none)
     watch: DivergenceWatch = field(default_factory=DivergenceWatch)
     t0: float = field(default_factory=time.perf_counter)           # start of this session
+    t_call: float = 0.0              # when train() was called: a time_limit counts from here (setup included)
+    results: dict[str, Any] | None = None   # what `finish` returned
 
     @property
     def eval_model(self) -> nn.Module:
@@ -162,20 +162,22 @@ class Run:
 
 
 
-def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData | None, resume: bool, force: bool,
-          quiet: bool) -> Run:
-    """Config, process group, device, algorithm, data, model, EMA and optimiser; the run directory opened
-    (config.json, split.json) once all of them are valid."""
+def setup(cfg: Config | None, where: RunDir | InMemory, model: nn.Module | None, data: ImageData | None, resume: bool,
+          force: bool, quiet: bool) -> Run:
+    """Config, process group, device, algorithm, data, model, EMA and optimiser; the run directory started
+    (its config and split written) once all of them are valid."""
     stop = current_stop()
+    if cfg is None and not resume:
+        raise UserError("train needs a config: cfg=None is for resume=True (the run's saved config)")
     if resume:
-        check_run_dir(run_dir, resume, force)
-        cfg = without_unread(load_saved(run_dir / "config.json"))    # older runs kept their preset's unread keys
+        where.check(resume, force)
+        cfg = without_unread(where.read_config())    # older runs kept their preset's unread keys
     cfg = cfg.resolved()
     d = distributed.setup(cfg.device)
     if not resume and distributed.launch_id() is not None:
-        resume, force, cfg = continue_after_restart(cfg, run_dir, d, force)
+        resume, force, cfg = continue_after_restart(cfg, where, d, force)
     if d.main:
-        check_run_dir(run_dir, resume, force)  # created only below, once config, data and split are valid
+        where.check(resume, force)  # created only below, once config, data and split are valid
     if cfg.batch_size % d.world or cfg.unlabeled_batch_size % d.world:
         raise UserError(f"batch_size={cfg.batch_size} and unlabeled_batch_size={cfg.unlabeled_batch_size} are global "
                         f"and must divide by the {d.world} processes")
@@ -211,29 +213,27 @@ def setup(cfg: Config, run_dir: Path, model: nn.Module | None, data: ImageData |
         raise UserError(f"algorithm={cfg.algorithm} needs unlabeled images but the split leaves none; "
                         "lower num_labels or set include_labeled_in_unlabeled=true")
     stop.armed = True                          # from here on SIGINT/SIGTERM stop with a checkpoint
-    if not resume and d.main:
-        open_run_dir(run_dir, resume, force)
-        mark_launch(run_dir, distributed.launch_id())     # so that a torchrun restart continues this run
-        atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
-        atomic_write_text(run_dir / "split.json", json.dumps(source.split.to_dict()))
-    logger = Logger(run_dir, cfg.iterations, quiet, enabled=d.main)
-    return Run(cfg, run_dir, d, device, algo, source, model, ema, opt, logger, stop, resume)
+    if not resume and d.main:                  # marked with the launch, so that a torchrun restart continues it
+        where.start(force, distributed.launch_id(), cfg, source.split.to_dict())
+    logger = Logger(where, cfg.iterations, quiet, enabled=d.main)
+    return Run(cfg, where, d, device, algo, source, model, ema, opt, logger, stop, resume)
 
 
-def continue_after_restart(cfg: Config, run_dir: Path, d: distributed.Dist, force: bool) -> tuple[bool, bool, Config]:
+def continue_after_restart(cfg: Config, where: RunDir | InMemory, d: distributed.Dist,
+                           force: bool) -> tuple[bool, bool, Config]:
     """Under torchrun, which re-runs the same command when --max-restarts restarts the worker group:
     (resume, force, cfg). Rank 0 decides and broadcasts: a restart resumes the run this launch started in
-    run_dir, with its saved config, or starts it over if it was killed before config.json; a first attempt, or
-    a run this launch did not start, follows the usual rules. On several nodes a restart is known by the
+    the run directory, with its saved config, or starts it over if it was killed before its config was written;
+    a first attempt, or a run this launch did not start, follows the usual rules. On several nodes a restart is known by the
     launch mark alone (agents that did not fail do not count a restart)."""
     how, saved = "new", None
     if d.main and (distributed.restart_count() > 0 or distributed.agents() > 1):
-        how = restarted_run(run_dir, distributed.launch_id())
-        saved = without_unread(load_saved(run_dir / "config.json")).resolved() if how == "resume" else None
+        how = where.restarted(distributed.launch_id())
+        saved = without_unread(where.read_config()).resolved() if how == "resume" else None
         if distributed.restart_count() > 0 or how != "new":
             print(f"metassl: torchrun restart {distributed.restart_count()}: " + {
-                "resume": f"continuing the run in {run_dir}", "start-over": f"starting {run_dir} over (no config.json)",
-                "new": f"{run_dir} holds no run of this launch (a first attempt's rules apply)"}[how],
+                "resume": f"continuing the run in {where}", "start-over": f"starting {where} over (no saved config)",
+                "new": f"{where} holds no run of this launch (a first attempt's rules apply)"}[how],
                 file=sys.stderr, flush=True)
     how, saved = distributed.broadcast_object((how, saved), d)
     return how == "resume", force or how == "start-over", saved or cfg
@@ -241,10 +241,10 @@ def continue_after_restart(cfg: Config, run_dir: Path, d: distributed.Dist, forc
 
 def restore(run: Run) -> None:
     """Continue from the run directory's checkpoint: weights, optimiser, EMA, algorithm state, every
-    rank's RNG, history and clocks; metrics.jsonl cut back to it. A run killed before its first
-    checkpoint starts over. Rank 0 reads the checkpoint (falling back to prev.pt if last.pt is damaged)
-    and broadcasts it, so every rank resumes from the same one."""
-    state = checkpoint.load(run.run_dir) if run.dist.main and checkpoint.exists(run.run_dir) else None
+    rank's RNG, history and clocks; the metrics records cut back to it. A run killed before its first
+    checkpoint starts over. Rank 0 reads the checkpoint (falling back to the previous one if the newest is
+    damaged) and broadcasts it, so every rank resumes from the same one."""
+    state = checkpoint.load(run.dir) if run.dist.main and run.dir.has_checkpoint() else None
     state = distributed.broadcast_object(state, run.dist)
     if state is not None:
         run.model.load_state_dict(state["model"])
@@ -254,7 +254,7 @@ def restore(run: Run) -> None:
         run.algo.load_state_dict(state["algorithm"])
         rngs = state["rng"]
         if len(rngs) != run.dist.world:
-            raise UserError(f"{run.run_dir} was checkpointed by {len(rngs)} process(es); resume it with the same "
+            raise UserError(f"{run.dir} was checkpointed by {len(rngs)} process(es); resume it with the same "
                             f"number (now {run.dist.world}) for an exact continuation")
         _set_rng_state(rngs[run.dist.rank])
         run.start, run.history = int(state["iteration"]), list(state["history"])
@@ -274,8 +274,8 @@ def check_finite(run: Run, n: int) -> None:
             return
         found = (n, [f"the model weights ({bad[0]}{', ...' if len(bad) > 1 else ''})"])
     first, terms = found
-    kept = (f"the last good checkpoint (iteration {run.last_saved}) is kept in {run.run_dir}"
-            if run.last_saved is not None else f"no checkpoint was written to {run.run_dir}")
+    kept = (f"the last good checkpoint (iteration {run.last_saved}) is kept in {run.dir}"
+            if run.last_saved is not None else "no checkpoint was written" + (f" to {run.dir}" if run.dir.path else ""))
     raise UserError(f"training diverged {'by' if terms[0].startswith('the model') else 'at'} iteration {first}: "
                     f"{', '.join(terms)} {'is' if len(terms) == 1 else 'are'} NaN/Inf; stopped at iteration {n} "
                     f"and {kept}; try a smaller lr or beta")
@@ -291,7 +291,7 @@ def pool_passes(run: Run, pool: Callable[[int], Iterator] | None = None) -> Pool
 
 def relabel(run: Run, it: int, ctx: StepContext) -> None:
     """The label bank's teacher pass before iteration `it` with the evaluated weights, each rank a shard of the
-    pool; one `refresh` record in metrics.jsonl (its cost counts as training)."""
+    pool; one `refresh` record in the metrics (its cost counts as training)."""
     t0 = time.perf_counter()
     metrics = run.algo.relabel(run.eval_model, pool_passes(run), ctx)
     values = {k: v.item() for k, v in metrics.items()}
@@ -323,7 +323,7 @@ def error_on(run: Run, split: str, model: nn.Module | None = None) -> float:
 
 def evaluate(run: Run, n: int) -> None:
     """An `eval` record after iteration n: test (and validation) error, training seconds so far (evaluation
-    excluded, all sessions) and images consumed so far; appended to the history and metrics.jsonl. With EMA
+    excluded, all sessions) and images consumed so far; appended to the history and the metrics. With EMA
     weights the raw weights' errors come too (`*_raw`), so one run decides on validation whether EMA pays."""
     splits = ["test"] + (["val"] if len(run.data.val) else [])
     record: dict[str, Any] = {"iteration": n, "kind": "eval", **{f"{s}_error": error_on(run, s) for s in splits}}
@@ -336,7 +336,9 @@ def evaluate(run: Run, n: int) -> None:
 
 
 def save(run: Run, n: int) -> None:
-    """The `last` checkpoint after iteration n (every rank's RNG gathered; rank 0 writes)."""
+    """The `last` checkpoint after iteration n (every rank's RNG gathered; rank 0 writes); none in memory."""
+    if run.dir.path is None:
+        return
     run.last_saved = n
     rngs = distributed.gather_objects(_rng_state(), run.dist)     # every rank's RNG, for an exact resume
     if not run.dist.main:
@@ -347,7 +349,7 @@ def save(run: Run, n: int) -> None:
                      "rng": rngs, "history": run.history, "config": to_dict(run.cfg),
                      "classes": data.classes, "shape": list(data.shape), "mean": data.mean.cpu(), "std": data.std.cpu(),
                      "elapsed": run.elapsed + time.perf_counter() - run.t0, "train_time": run.train_time,
-                     "time_limit": run.time_limit}, run.run_dir)
+                     "time_limit": run.time_limit}, run.dir)
 
 
 def stop_requested(run: Run, n: int) -> bool:
@@ -361,7 +363,7 @@ def stop_requested(run: Run, n: int) -> bool:
 
 
 def finish(run: Run) -> dict[str, Any]:
-    """The results dict, written to results.json by rank 0."""
+    """The results dict, kept in run.results and written to the run directory by rank 0."""
     cfg, device, history = run.cfg, run.device, run.history
     errors = [h["test_error"] for h in history]
     results = {
@@ -370,7 +372,8 @@ def finish(run: Run) -> dict[str, Any]:
         "val_error": history[-1].get("val_error"),
         **{k: history[-1][k] for k in ("test_error_raw", "val_error_raw") if k in history[-1]},
         "iterations": cfg.iterations,
-        **({"time_limit": run.time_limit} if run.time_limit else {}),
+        **({"time_limit": run.time_limit, "budget_seconds": round(time.perf_counter() - run.t_call, 2)}
+           if run.time_limit else {}),
         "wall_seconds": round(run.elapsed + time.perf_counter() - run.t0, 2),
         "train_seconds": round(run.train_time, 2),
         "images_per_second": round(images_seen(cfg.iterations, cfg, run.algo.uses_unlabeled, run.dist.world)
@@ -381,8 +384,9 @@ def finish(run: Run) -> dict[str, Any]:
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"
                    + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
     }
+    run.results = results
     if run.dist.main:
-        atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=1))
+        run.dir.write_results(results)
     return results
 
 
@@ -483,9 +487,14 @@ def fit_budget(run: Run, t_call: float) -> None:
     check_schedule(fitted, run.algo, f"{budget} affords {n} iterations, and ")
     run.cfg, run.algo, run.time_limit, run.logger.total = fitted, build_algorithm(fitted, d.world), cfg.time_limit, n
     if d.main:
-        atomic_write_text(run.run_dir / "config.json", json.dumps(to_dict(fitted), indent=1))
+        run.dir.write_config(fitted)
     run.logger.write({"iteration": 0, "kind": "budget", "time_limit": cfg.time_limit, "seconds_left": round(left, 2),
                       "iterations": n, **costs.to_dict()})
+    steps = plan_seconds(fitted, n, Costs(costs.step, costs.warm_step, 0.0), run.algo.uses_unlabeled)
+    if d.main and steps < 0.5 * MARGIN * left:         # most of the budget would go to passes that train nothing
+        print(f"metassl: warning: {budget} leaves {steps:.0f} of {left:.0f} s for training steps ({n} iterations); "
+              f"the rest goes to evaluations" + (" and label-bank passes" if costs.bank else "")
+              + ": a longer time_limit, or eval_every=0 (evaluate at the end only), trains more", file=sys.stderr)
     if not run.logger.quiet:
         print(f"metassl: {budget}: {n} iterations fit ({1000 * costs.step:.0f} ms per step, {costs.evaluation:.1f} s per "
               f"evaluation" + (f", {costs.bank:.1f} s per bank round" if costs.bank else "") + ")",
@@ -493,20 +502,30 @@ def fit_budget(run: Run, t_call: float) -> None:
 
 
 # --- the loop --------------------------------------------------------------------------------------------
-@stoppable
-def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, data: ImageData | None = None,
-          resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Train `cfg` into `run_dir` (or resume it) and return the results dict written to results.json.
+def train(cfg: Config | None, run_dir: str | Path | None, *, model: nn.Module | None = None,
+          data: ImageData | None = None, resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (or resume it; cfg may then be None: the saved one is used) and return the
+    results dict, also written to the run directory. run_dir=None trains in memory: no file, no checkpoint.
 
     `model` may be any nn.Module mapping (N, C, H, W) floats to (N, K) logits; `data` any ImageData.
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes.
     """
+    return train_run(cfg, run_dir, model=model, data=data, resume=resume, force=force, quiet=quiet).results
+
+
+@stoppable
+def train_run(cfg: Config | None, run_dir: str | Path | None, *, model: nn.Module | None = None,
+              data: ImageData | None = None, resume: bool = False, force: bool = False, quiet: bool = False) -> Run:
+    """`train`, returning the finished Run: its results (`run.results`), the evaluated model (`run.eval_model`:
+    the EMA when ema > 0, else `run.model`), the data's mean/std (`run.data`) and its records (`run.dir`;
+    with run_dir=None an InMemory whose `metrics` list holds them)."""
     if cfg is not None and cfg.time_limit:
         import torch._dynamo  # noqa: F401  (the optimiser imports it once per process, seconds: not training time)
     t_call = time.perf_counter()
-    run = setup(cfg, Path(run_dir), model, data, resume, force, quiet)
+    run = setup(cfg, RunDir(run_dir) if run_dir is not None else InMemory(), model, data, resume, force, quiet)
     if run.resume:
         restore(run)
+    run.t_call = t_call
     if run.cfg.time_limit and not run.start:       # a checkpointed run's length was fixed before it
         fit_budget(run, t_call)
     cfg, d = run.cfg, run.dist
@@ -552,7 +571,10 @@ def train(cfg: Config, run_dir: str | Path, *, model: nn.Module | None = None, d
         if stopping and not last:
             run.logger.close()
             signum = run.stop.signum or signal.SIGTERM
-            raise Interrupted(f"stopped by {signal.Signals(signum).name} after iteration {n}/{cfg.iterations}; "
-                              f"checkpoint saved; continue with: metassl train --resume {run.run_dir}", 128 + signum)
+            kept = (f"checkpoint saved; continue with: metassl train --resume {run.dir}" if run.dir.path
+                    else "trained in memory, nothing kept")
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} after iteration {n}/{cfg.iterations}; {kept}",
+                              128 + signum)
     run.logger.close()
-    return finish(run)
+    finish(run)
+    return run

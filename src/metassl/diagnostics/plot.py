@@ -1,4 +1,4 @@
-"""Curves of one or more runs from their metrics.jsonl: test error, losses, pseudo-label quality.
+"""Curves of one or more runs from their metrics records: test error, losses, pseudo-label quality.
 
     metassl plot runs/fmnist-metamixup runs/fmnist-mixup --out plots/
     python -c "from metassl.diagnostics.plot import plot_runs; print(plot_runs(['runs/a', 'runs/b'], 'plots'))"
@@ -16,14 +16,13 @@ and a centred moving average over `SMOOTH` logging steps on top.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import UserError
-from ..log import read_metrics
+from ..rundir import RunDir
 
 SMOOTH = 5   # logging steps in the moving average of the pseudo-label curves
 
@@ -40,12 +39,12 @@ def pyplot():
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
-    """The algorithm of each run (from config.json), with the run name added where algorithms repeat."""
+    """The algorithm of each run (from its saved config), with the run name added where algorithms repeat."""
     algos = []
     for d in run_dirs:
         try:
-            algos.append(json.loads((d / "config.json").read_text())["algorithm"])
-        except (OSError, ValueError, KeyError):
+            algos.append(RunDir(d).read_config().algorithm)
+        except UserError:
             algos.append(d.name)
     return [a if algos.count(a) == 1 else f"{a} ({d.name})" for a, d in zip(algos, run_dirs)]
 
@@ -82,7 +81,7 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path | None = None,
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise UserError("give at least one run directory")
-    all_records = [read_metrics(d) for d in run_dirs]            # every dir is checked before any drawing
+    all_records = [RunDir(d).read_metrics() for d in run_dirs]            # every dir is checked before any drawing
     plt = pyplot()
     out = Path(out_dir) if out_dir else (run_dirs[0] if len(run_dirs) == 1 else Path("plots"))
     out.mkdir(parents=True, exist_ok=True)

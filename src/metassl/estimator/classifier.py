@@ -14,9 +14,9 @@
 
 Design: one training loop. Both images and tabular rows go through `metassl.train.train` with an
 in-memory `ImageData` whose labeled rows form the training set (`num_labels=-1`) and whose unlabeled
-rows are `x_unlabeled`, so the algorithm's step, schedules, EMA and checkpoints are exactly those of
-`metassl train`; the estimator builds the backbone itself (mlp: hidden_layer_sizes, dropout) and loads
-the evaluated weights back from the run's checkpoint. Tabular rows (N, D) are laid out as a 1-pixel-high
+rows are `x_unlabeled`, so the algorithm's step, schedules and EMA are exactly those of `metassl train`;
+the estimator builds the backbone itself (mlp: hidden_layer_sizes, dropout) and trains in memory
+(`train_run(cfg, None)`: no file), keeping the run's evaluated model. Tabular rows (N, D) are laid out as a 1-pixel-high
 image: features that share one scale (pixels; `shared_scale`) as ONE channel (N, 1, D, 1), so the
 trainer's per-channel mean/std is one global scale; others as D channels (N, 1, 1, D), each feature
 standardised. Features constant over the training rows are dropped (`keep_`). Rows get no augmentation.
@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -214,8 +212,7 @@ class MetaSSLClassifier(*_BASES):
             return self._fit(X, y)
 
     def _fit(self, X, y) -> "MetaSSLClassifier":
-        from .. import checkpoint
-        from ..train import train
+        from ..train import train_run
 
         X, y = self._validate(X, y)
         if X.ndim not in (2, 3, 4):
@@ -284,14 +281,12 @@ class MetaSSLClassifier(*_BASES):
         data = ImageData(x_lb, y_lb, x[val], y_enc[val], [str(c) for c in self.classes_], flip=False,
                          x_unlabeled=x[pool] if len(pool) else None, name="estimator")
         try:
-            with tempfile.TemporaryDirectory(prefix="metassl-") as tmp:
-                self.results_ = train(cfg, Path(tmp) / "run", model=net, data=data, quiet=not self.verbose)
-                state = checkpoint.load(Path(tmp) / "run")
+            run = train_run(cfg, None, model=net, data=data, quiet=not self.verbose)
         except UserError as e:                                          # e.g. divergence, model too big for X
             raise ValueError(f"{type(self).__name__}: {e}") from None
-        net.load_state_dict(state["ema"] if state.get("ema") else state["model"])
-        self.model_ = net.to(torch.device("cpu") if self.device == "cpu" else next(net.parameters()).device).eval()
-        self.mean_, self.std_ = state["mean"], state["std"]
+        self.results_ = run.results
+        self.model_ = run.eval_model.eval()
+        self.mean_, self.std_ = run.data.mean.cpu(), run.data.std.cpu()
         self.validation_score_ = (1 - self.results_["test_error"] / 100) if len(self.validation_rows_) else None
         return self
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from ..config import Config
 from ..files import atomic_write_text
+from ..rundir import RunDir
 from ..schedule import images_seen
 from .suites import ABLATION, COMPARISON, DEFAULT_ALGORITHMS, ENTRIES, META_TWINS, TAIL, TARGET_ERROR
 from .tune import tuned_table
@@ -119,7 +119,7 @@ def write_summary(out: Path, suite: str, rows: list[dict[str, Any]], cfg: Config
     atomic_write_text(out / "summary.csv", buf.getvalue())
     machine = ""
     if rows:
-        first = json.loads(next(out.glob("*/results.json")).read_text())
+        first = next(RunDir(d).read_results() for d in sorted(out.iterdir()) if RunDir(d).finished())
         machine = f"{first.get('machine', '')}, device {first.get('device', '?')}"
     seeds = sorted({r["seed"] for r in rows})
     ulb = cfg.unlabeled_batch_size

@@ -2,16 +2,15 @@
 it is configured, trained, resumed or skipped (shared by `metassl bench` and `metassl tune`)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from .. import checkpoint
 from ..algorithms.base import unread_keys, without_unread
 from ..algorithms.metamixup import ROWS
-from ..config import PRESETS, Config, load_saved, to_dict
+from ..config import PRESETS, Config, to_dict
 from ..data import ImageData
 from ..errors import UserError
+from ..rundir import RunDir
 from ..train import train
 
 SUITES: dict[str, dict[str, Any]] = {
@@ -87,7 +86,7 @@ NOT_PROTOCOL = ("threads", "data_dir", "log_every", "eval_batch_size")
 
 def check_same(run_dir: Path, cfg: Config) -> None:
     """A run directory may only be reused for the config this bench would run (up to NOT_PROTOCOL keys)."""
-    saved_cfg = without_unread(load_saved(run_dir / "config.json"))     # as the trainer resumes it
+    saved_cfg = without_unread(RunDir(run_dir).read_config())     # as the trainer resumes it
     if cfg.time_limit and not saved_cfg.time_limit:       # its budget was fitted: compare at that length
         cfg = cfg.fitted(saved_cfg.iterations)
     saved, wanted = to_dict(saved_cfg), to_dict(cfg)
@@ -100,12 +99,13 @@ def check_same(run_dir: Path, cfg: Config) -> None:
 
 def run_one(cfg: Config, run_dir: Path, data: ImageData, quiet: bool) -> tuple[dict[str, Any], str]:
     """Train, resume or skip one run; returns (results, what was done)."""
-    if (run_dir / "results.json").exists():
+    run = RunDir(run_dir)
+    if run.finished():
         check_same(run_dir, cfg)
-        return json.loads((run_dir / "results.json").read_text()), "skipped (finished)"
-    if (run_dir / "config.json").exists():
+        return run.read_results(), "skipped (finished)"
+    if run.is_run():
         check_same(run_dir, cfg)
-        if any((run_dir / n).exists() for n in (checkpoint.LAST, checkpoint.PREV)):
+        if run.has_checkpoint():
             return train(cfg, run_dir, data=data, resume=True, quiet=quiet), "resumed"
         return train(cfg, run_dir, data=data, force=True, quiet=quiet), "restarted (no checkpoint yet)"
     return train(cfg, run_dir, data=data, quiet=quiet), "trained"
