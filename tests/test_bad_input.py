@@ -45,7 +45,7 @@ def test_the_base_command_is_valid(good_npz, tmp_path, capsys):
     ("lr=-0.1", "lr"), ("lr=0", "lr"), ("lr=11", "lr"), ("eps_scale=0", "eps_scale"), ("eps_scale=-1", "eps_scale"),
     ("mixup_gamma=0", "mixup_gamma"), ("mixup_gamma=-0.5", "mixup_gamma"), ("batch_size=0", "batch_size"),
     ("batch_size=-4", "batch_size"), ("unlabeled_batch_size=-1", "unlabeled_batch_size"),
-    ("unlabeled_batch_size=3", "unlabeled_batch_size"),            # mixup needs equal batches
+    ("algorithm=metamixup unlabeled_batch_size=3", "unlabeled_batch_size"),   # mixup needs equal batches
     ("momentum=1", "momentum"), ("weight_decay=-1e-4", "weight_decay"), ("ema=1", "ema"), ("beta=-1", "beta"),
     ("iterations=0", "iterations"), ("num_labels=0", "num_labels"), ("num_labels=-2", "num_labels"),
     ("translate=65", "translate"), ("lr_decay=0", "lr_decay"), ("lr=nan", "lr"), ("lr=inf", "lr"),

@@ -74,8 +74,8 @@ def test_a_warmup_as_long_as_the_run_is_refused_naming_the_key(tmp_path, tiny_da
 
 
 def test_the_plan_counts_steps_warmup_rounds_and_evaluations_and_fits_the_budget():
-    cfg = build_config(overrides=["iterations=100", "labeled_warmup=0.5", "bank_every=0.25", "eval_every=0.1",
-                                  "time_limit=60"])
+    cfg = build_config(overrides=["algorithm=selftrain", "iterations=100", "labeled_warmup=0.5", "bank_every=0.25",
+                                  "eval_every=0.1", "time_limit=60"])
     costs = Costs(step=0.1, warm_step=0.05, evaluation=1.0, bank=2.0)
     # 100 iterations: 50 warm-up x 0.05 + 50 x 0.1 + 10 evaluations + 2 rounds (of 25 over 50) x 2.0 = 21.5 s
     assert plan_seconds(cfg, 100, costs, True) == pytest.approx(21.5)

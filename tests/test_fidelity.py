@@ -209,8 +209,8 @@ def test_mixed_consistency_and_meta_phi_are_rejected_in_one_line(algorithm, cons
     assert "\n" not in line and f"consistency={consistency}" in line and f"meta_phi={meta_phi}" in line
 
 
-@pytest.mark.parametrize("overrides,loss", [(["consistency=kl", "meta_phi=kl"], "kl"),
-                                            (["consistency=mse", "meta_phi=mse"], "mse"),
+@pytest.mark.parametrize("overrides,loss", [(["algorithm=metamixup", "consistency=kl", "meta_phi=kl"], "kl"),
+                                            (["algorithm=metamixup", "consistency=mse", "meta_phi=mse"], "mse"),
                                             (["algorithm=mixup", "consistency=kl"], "kl"),
                                             (["algorithm=neither", "consistency=kl"], "kl")])
 def test_matching_or_unused_keys_build_the_loss_they_name(overrides, loss):

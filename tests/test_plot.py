@@ -12,8 +12,8 @@ from metassl.train import train
 from tests.conftest import make_tiny_data, write_tiny_npz
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TINY = ["device=cpu", "model=cnn", "iterations=20", "batch_size=16", "num_labels=16", "log_every=2", "eval_every=5",
-        "checkpoint_every=20", "warmup=2", "consistency_rampup=5", "translate=1"]
+TINY = ["device=cpu", "model=cnn", "iterations=20", "labeled_warmup=0", "batch_size=16", "num_labels=16", "log_every=2",
+        "eval_every=5", "checkpoint_every=20", "warmup=2", "consistency_rampup=5", "translate=1"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py

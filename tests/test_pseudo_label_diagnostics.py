@@ -92,7 +92,7 @@ def run(tmp_path, monkeypatch, algorithm, unlabeled_labels):
     data.y_train[SPLIT.unlabeled] = {"true": y_true, "wrong": (y_true + 1) % K,
                                      "unknown": np.full_like(y_true, -1)}[unlabeled_labels][SPLIT.unlabeled]
     cfg = build_config(None, None, [f"algorithm={algorithm}", "device=cpu", "model=cnn", "iterations=6",
-                                    "batch_size=8", "log_every=2", "eval_every=6", "checkpoint_every=6", "warmup=1",
+                                    "labeled_warmup=0", "batch_size=8", "log_every=2", "eval_every=6", "checkpoint_every=6", "warmup=1",
                                     "consistency_rampup=2", "translate=1", "num_labels=16"])
     run_dir = tmp_path / f"{algorithm}-{unlabeled_labels}"
     train(cfg, run_dir, data=data, quiet=True)
