@@ -47,6 +47,8 @@ def verdict(rows: list[dict[str, Any]], algorithm: str) -> str:
     if gain > 0 and wins == n:
         return (f"{algorithm}: the unlabeled images lowered test error by {gain:.2f} points "
                 f"on {wins} of {n} seed{'s' * (n > 1)}")
+    if all(d == 0 for d in diffs):
+        return f"{algorithm}: no difference here: the same test error as the labels alone on {n} seed{'s' * (n > 1)}"
     if gain > 0:
         return (f"{algorithm}: the unlabeled images lowered test error by {gain:.2f} points on average, "
                 f"but on only {wins} of {n} seeds: not a clear gain here")
