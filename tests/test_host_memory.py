@@ -27,9 +27,12 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
 """
 
 
-def faults_per_step(mode: str) -> float:
-    out = subprocess.run([sys.executable, "-c", CYCLES, mode], capture_output=True, text=True, check=True)
-    return float(out.stdout.split()[-1])
+def faults_per_step(mode: str, tries: int = 3) -> float:
+    """The fewest page faults per step over `tries` fresh processes: other processes only ever add faults (the kernel
+    reclaiming idle pages on a busy machine), so the minimum is this process's own count."""
+    runs = [subprocess.run([sys.executable, "-c", CYCLES, mode], capture_output=True, text=True, check=True)
+            for _ in range(tries)]
+    return min(float(out.stdout.split()[-1]) for out in runs)
 
 
 def test_kept_blocks_cut_the_page_faults_of_repeated_steps() -> None:
