@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--src")
     ap.add_argument("--plain-malloc", action="store_true",
                     help="skip the trainer's keep_freed_memory() (glibc's defaults), to measure what it saves")
+    ap.add_argument("--amp", action="store_true", help="amp=true: bf16 autocast where the CPU has bf16 units")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     if a.src:
@@ -51,7 +52,8 @@ def main() -> None:
     cfg = build_config("fmnist-1000", None, [
         f"algorithm={a.algorithm}", f"iterations={N}", f"threads={a.threads}", "device=cpu", f"eval_every={N}",
         f"checkpoint_every={N}", "log_every=50", f"lr={m['lr']}", f"weight_decay={m['weight_decay']}",
-        "lr_schedule=constant", "warmup=0", "consistency_rampup=0", "labeled_warmup=0", "unlabeled_batch_size=64"])
+        "lr_schedule=constant", "warmup=0", "consistency_rampup=0", "labeled_warmup=0", "unlabeled_batch_size=64",
+        f"amp={str(a.amp).lower()}"])
 
     it = {"n": 0}
     acc: dict[str, float] = defaultdict(float)
@@ -116,7 +118,7 @@ def main() -> None:
                     reverse=True)
     per = lambda x: x / n * 1e3  # noqa: E731  (seconds total -> ms per iteration)
     rec = {
-        "algorithm": a.algorithm, "iterations_profiled": n, "threads": torch.get_num_threads(),
+        "algorithm": a.algorithm, "amp": a.amp, "iterations_profiled": n, "threads": torch.get_num_threads(),
         "ms_per_iteration_loop": (acc["loop_end"] - acc["loop_start"]) / n * 1e3,
         "ms_sampling": per(acc["sampling"]), "ms_views": per(acc["views"]), "ms_step": per(acc["step"]),
         "ms_step_dense_kernels_selfcpu": dense / n / 1e3, "ms_step_other_ops_selfcpu": other / n / 1e3,

@@ -5,6 +5,7 @@ ema_update   the exponential moving average of a model's weights (trainer's EMA,
 to_nchw      uint8/float NHWC numpy images -> NCHW tensors (files store NHWC, models read NCHW)
 resolve_device  a config's device string -> torch.device
 keep_freed_memory  glibc keeps freed blocks for reuse (a CPU step reallocates the same sizes every iteration)
+native_bf16  whether a device computes bfloat16 in hardware (amp=true autocasts only there)
 """
 from __future__ import annotations
 
@@ -43,6 +44,21 @@ def to_nchw(x: np.ndarray, device: torch.device | str | None = None) -> Tensor:
     """(N, H, W, C) array -> contiguous (N, C, H, W) tensor of the same dtype, on `device`."""
     t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     return t if device is None else t.to(device)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` has bfloat16 arithmetic units: a CUDA GPU that supports bf16, or a CPU with AVX512-BF16,
+    AMX-BF16 or Arm's BF16 extension. Elsewhere oneDNN emulates bf16 and an autocast step is slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(" ".join(line.split(":", 1)[1] for line in f if line.startswith(("flags", "Features"))).split())
+    except (OSError, IndexError):
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

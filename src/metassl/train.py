@@ -43,7 +43,7 @@ from .models import build_model, check_model_name
 from .rundir import InMemory, RunDir
 from .schedule import consistency_weight_at, images_seen, lr_at, meta_step_size_at, unlabeled_schedule
 from .safety import DivergenceWatch, StopSignals, current_stop, nonfinite_weights, stoppable
-from .torch_utils import ema_update, keep_freed_memory, resolve_device
+from .torch_utils import ema_update, keep_freed_memory, native_bf16, resolve_device
 
 __all__ = ["train", "train_run", "train_step"]
 
@@ -123,9 +123,9 @@ def step_context(run: Run, cfg: Config, it: int) -> StepContext:
 
 
 def autocast_for(run: Run) -> AbstractContextManager:
-    """bf16 autocast on CUDA with amp=true, else nothing."""
-    amp = run.cfg.amp and run.device.type == "cuda"
-    return torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+    """bf16 autocast with amp=true on a device with bf16 units (`native_bf16`), else nothing."""
+    amp = run.cfg.amp and native_bf16(run.device)
+    return torch.autocast(run.device.type, dtype=torch.bfloat16) if amp else nullcontext()
 
 
 # --- the run's state and its parts -----------------------------------------------------------------------
@@ -186,6 +186,9 @@ def setup(cfg: Config | None, where: RunDir | InMemory, model: nn.Module | None,
     device = resolve_device(cfg.device, d.local_rank)
     if device.type == "cpu":
         keep_freed_memory()
+    if cfg.amp and not native_bf16(device) and d.main and not quiet:
+        print(f"metassl: note: amp=true, but {device} has no bf16 units (bf16 would be emulated, slower): "
+              "the run computes in fp32", file=sys.stderr)
     algo = build_algorithm(cfg, d.world)      # one-process algorithms refuse torchrun here
     if not cfg.time_limit:                     # (with a time_limit: once the length is fixed, fit_budget)
         check_schedule(cfg, algo)
@@ -293,7 +296,8 @@ def relabel(run: Run, it: int, ctx: StepContext) -> None:
     """The label bank's teacher pass before iteration `it` with the evaluated weights, each rank a shard of the
     pool; one `refresh` record in the metrics (its cost counts as training)."""
     t0 = time.perf_counter()
-    metrics = run.algo.relabel(run.eval_model, pool_passes(run), ctx)
+    with autocast_for(run):
+        metrics = run.algo.relabel(run.eval_model, pool_passes(run), ctx)
     values = {k: v.item() for k, v in metrics.items()}
     # numbered as the (1-based) iteration it precedes, so a resume from the checkpoint of iteration `it` drops it
     run.logger.write({"iteration": it + 1, "kind": "refresh", "seconds": round(time.perf_counter() - t0, 3), **values})
@@ -317,7 +321,8 @@ def error_on(run: Run, split: str, model: nn.Module | None = None) -> float:
     """Top-1 error (%) of the evaluated weights (or `model`) on 'test' or 'val', each rank a shard, counts summed
     over ranks."""
     batches = run.data.eval_batches(split, run.cfg.eval_batch_size, run.dist.rank, run.dist.world)
-    counts = distributed.sum_all(error_counts(model or run.eval_model, batches, run.device), run.dist)
+    with autocast_for(run):
+        counts = distributed.sum_all(error_counts(model or run.eval_model, batches, run.device), run.dist)
     return 100.0 * (counts[0] / counts[1].clamp_min(1)).item()
 
 
@@ -381,6 +386,7 @@ def finish(run: Run) -> dict[str, Any]:
         "evaluated": "ema" if run.ema is not None else "raw",
         "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(run.data.labeled),
         "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": run.dist.world,
+        "precision": "bf16 autocast" if cfg.amp and native_bf16(device) else "fp32",
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"
                    + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
     }
@@ -452,7 +458,8 @@ def measure_costs(run: Run, steps: int = 6, seconds: float = 1.0, pool_images: i
                 yield chunk
 
         t0 = time.perf_counter()
-        algo.relabel(ema if ema is not None else model, pool_passes(run, pool), ctx)
+        with autocast_for(run):
+            algo.relabel(ema if ema is not None else model, pool_passes(run, pool), ctx)
         sync()
         (t_first, _), (t_second, first), (t_end, seen) = marks[0], marks[min(1, len(marks) - 1)], marks[-1]
         per_image = (t_end - t_second) / max(1, seen - first)

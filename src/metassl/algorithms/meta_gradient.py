@@ -122,7 +122,8 @@ def perturbed_logits(model: nn.Module, x_ulb: Tensor, g_l: dict[str, Tensor], *,
     """
     params, buffers = _params_buffers(model)
     eps = eps_scale / (grad_norm(g_l) + 1e-12)  # 0-dim tensor: no .item(), no host sync
-    with torch.no_grad():
+    # fp32 even under amp: the two logits differ by ~eps J g_l, below bf16's resolution of the logits themselves
+    with torch.no_grad(), torch.autocast(x_ulb.device.type, enabled=False):
         if batched:
             sign = torch.tensor([1.0, -1.0], device=eps.device, dtype=eps.dtype)
             both = {k: p + (sign * eps).view(2, *[1] * p.ndim) * g_l[k] for k, p in params.items()}  # (2, *p.shape)
