@@ -127,8 +127,8 @@ class Config:
     # --- run ------------------------------------------------------------------------------------------
     seed: int = 0                    # training seed: init, sampling order, augmentation, mixup
     device: str = "auto"             # auto (cuda if available) | cpu | cuda | cuda:N
-    amp: bool = False                # bf16 autocast of steps, bank passes and evaluations where the device computes
-                                     # bf16 natively (CUDA; CPUs with AVX512-BF16/AMX); elsewhere fp32, said once
+    amp: bool = False                # bf16 autocast of the steps and label-bank passes where the device computes bf16
+                                     # natively (CUDA; CPUs with AVX512-BF16/AMX), else fp32; evaluation stays fp32
     threads: int = 0                 # torch CPU threads (0 = torch's default)
     channels_last: bool = True       # NHWC memory format for conv nets (measured faster on CPU; see docs/results/SPEED.md)
     sync_bn: bool = False            # torchrun: BatchNorm statistics over the global batch (SyncBN)

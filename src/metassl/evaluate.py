@@ -8,8 +8,8 @@ mean/std here, in chunks of `batch_size`.
 
 The passes run `inference_copy(model)` (BatchNorm folded into the convs, activations in place) under
 inference_mode, and on CPU in chunks of at most CPU_CHUNK images: a chunk's activations then stay in the
-core's cache (256 ran 1.4x faster than 1000 at one thread; benchmarks/inference_speed.py). With amp=true the
-trainer and `evaluate_run` call them under bf16 autocast where the device has bf16 units; `predict` stays fp32.
+core's cache (256 ran 1.4x faster than 1000 at one thread; benchmarks/inference_speed.py). They stay fp32 under
+amp=true: a reported error is a measurement, and bf16 flips predictions near a tie.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .data import load_dataset
 from .data.augment import normalize
 from .models import build_model, inference_copy
 from .rundir import RunDir
-from .torch_utils import native_bf16, resolve_device, to_nchw
+from .torch_utils import resolve_device, to_nchw
 
 
 CPU_CHUNK = 256     # images per forward on CPU (fastest of 128/256/512/1000 at 1 and 2 threads, cnn and convlarge)
@@ -104,6 +104,5 @@ def evaluate_run(run_dir: Path, device: str = "auto") -> dict[str, Any]:
     data = load_dataset(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)
     dev = next(model.parameters()).device
     x, y = to_nchw(data.x_test, dev), torch.from_numpy(data.y_test.astype("int64")).to(dev)
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp and native_bf16(dev)):   # as in training
-        err = error_percent(model, x, y, state["mean"].to(dev), state["std"].to(dev), cfg.eval_batch_size)
+    err = error_percent(model, x, y, state["mean"].to(dev), state["std"].to(dev), cfg.eval_batch_size)
     return {"test_error": err, "iteration": state["iteration"], "evaluated": "ema" if state.get("ema") else "raw"}

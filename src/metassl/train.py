@@ -321,8 +321,7 @@ def error_on(run: Run, split: str, model: nn.Module | None = None) -> float:
     """Top-1 error (%) of the evaluated weights (or `model`) on 'test' or 'val', each rank a shard, counts summed
     over ranks."""
     batches = run.data.eval_batches(split, run.cfg.eval_batch_size, run.dist.rank, run.dist.world)
-    with autocast_for(run):
-        counts = distributed.sum_all(error_counts(model or run.eval_model, batches, run.device), run.dist)
+    counts = distributed.sum_all(error_counts(model or run.eval_model, batches, run.device), run.dist)   # fp32 always
     return 100.0 * (counts[0] / counts[1].clamp_min(1)).item()
 
 
@@ -386,7 +385,7 @@ def finish(run: Run) -> dict[str, Any]:
         "evaluated": "ema" if run.ema is not None else "raw",
         "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(run.data.labeled),
         "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": run.dist.world,
-        "precision": "bf16 autocast" if cfg.amp and native_bf16(device) else "fp32",
+        "precision": "bf16 autocast (evaluation fp32)" if cfg.amp and native_bf16(device) else "fp32",
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"
                    + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
     }
