@@ -1,7 +1,9 @@
 """Images/s of the inference passes, the eval-mode model as it runs in training ("eager") against its folded
 inference copy (metassl.models.fold): evaluation of the 10,000 Fashion-MNIST test images, and a label-bank
 teacher pass (features + fc + softmax, chunks of 256) over fmnist-1000's unlabeled pool (59,000 images); the
-small `cnn`, channels_last, CPU. Optionally the folded copy under torch.compile (inductor).
+small `cnn`, channels_last, CPU. `-bf16`: the folded copy under bf16 autocast (what amp=true runs on a CPU with
+bf16 units), with how many test predictions and pool pseudo-labels it changes. Optionally the folded copy under
+torch.compile (inductor).
 
     nice -n -5 .venv/bin/python benchmarks/inference_speed.py [--repeat 5] [--threads 1 2] [--compile]
 
@@ -24,10 +26,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL_CHUNKS = (128, 512, 1000)            # and 256: "folded", what evaluation runs on CPU now
 
 
-def worker(threads: int, repeat: int, compile_too: bool, pool_images: int) -> dict[str, Any]:
+def worker(threads: int, repeat: int, compile_too: bool, pool_images: int, chunks: list[int]) -> dict[str, Any]:
     """One process at `threads` threads: {variant: [seconds per repeat]} for the eval and the pool pass."""
     import torch
     import torch.nn.functional as F
@@ -79,6 +80,10 @@ def worker(threads: int, repeat: int, compile_too: bool, pool_images: int) -> di
             return torch.cat([f(normalize(x_test[i:i + chunk], dev.mean, dev.std)).float()
                               for i in range(0, len(x_test), chunk)])
 
+    def bf16(fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn()
+
     @torch.no_grad()
     def eager_pool() -> torch.Tensor:                      # selftrain.teacher_pass before folding (features=True)
         q = torch.zeros(n_pool, 10)
@@ -94,9 +99,11 @@ def worker(threads: int, repeat: int, compile_too: bool, pool_images: int) -> di
         "eager-1000": lambda: eager_eval(1000),            # today's default eval_batch_size
         "eager-256": lambda: eager_eval(256),
         "folded": lambda: predict_logits(model, x_test, dev.mean, dev.std, 1000),   # evaluation now: chunks of 256
-        **{f"folded-{c}": (lambda c=c: folded_eval(c)) for c in EVAL_CHUNKS},
+        "folded-bf16": lambda: bf16(lambda: predict_logits(model, x_test, dev.mean, dev.std, 1000)),
+        **{f"folded-{c}": (lambda c=c: folded_eval(c)) for c in chunks},
     }
-    pools: dict[str, Callable[[], torch.Tensor]] = {"eager": eager_pool, "folded": folded_pool}
+    pools: dict[str, Callable[[], torch.Tensor]] = {"eager": eager_pool, "folded": folded_pool,
+                                                     "folded-bf16": lambda: bf16(folded_pool)}
     compile_info: dict[str, Any] = {}
     if compile_too:
         import torch._dynamo
@@ -125,6 +132,10 @@ def worker(threads: int, repeat: int, compile_too: bool, pool_images: int) -> di
         ref_e, ref_p = eager_eval(1000), eager_pool()
     exact = {"eval_max_abs_diff": (evals["folded"]() - ref_e).abs().max().item(), "eval_logit_scale": ref_e.abs().max().item(),
              "pool_max_abs_diff": (folded_pool() - ref_p).abs().max().item()}
+    e16, p16 = evals["folded-bf16"]().float(), pools["folded-bf16"]()
+    exact["bf16_test_predictions_changed"] = int((e16.argmax(1) != ref_e.argmax(1)).sum())
+    exact["bf16_pool_pseudo_labels_changed"] = int((p16.argmax(1) != ref_p.argmax(1)).sum())
+    exact["bf16_pool_max_abs_prob_diff"] = (p16 - ref_p).abs().max().item()
     times: dict[str, dict[str, list[float]]] = {"eval": {k: [] for k in evals}, "pool": {k: [] for k in pools}}
     for _ in range(repeat):
         for group, fns in (("eval", evals), ("pool", pools)):
@@ -151,10 +162,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the folded copy")
     ap.add_argument("--pool-images", type=int, default=0, help="first N pool images only (0 = the whole pool)")
+    ap.add_argument("--chunks", type=int, nargs="*", default=[], help="also the folded copy at these chunk sizes "
+                    "(evaluation runs chunks of 256; 128, 512 and 1000 were slower, results/speed/inference-2026-12-07.json)")
+    ap.add_argument("--out", help="JSON to write (default results/speed/inference-<date>.json)")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.repeat, args.compile, args.pool_images)))
+        print(json.dumps(worker(args.worker, args.repeat, args.compile, args.pool_images, args.chunks)))
         return
     import torch
     record: dict[str, Any] = {"machine": cpu_model(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -163,7 +177,7 @@ def main() -> None:
     for t in args.threads:
         env = {**os.environ, "OMP_NUM_THREADS": str(t), "PYTHONPATH": str(ROOT / "src")}
         cmd = [sys.executable, __file__, "--worker", str(t), "--repeat", str(args.repeat),
-               "--pool-images", str(args.pool_images)] + (["--compile"] if args.compile else [])
+               "--pool-images", str(args.pool_images), "--chunks", *map(str, args.chunks)] + (["--compile"] if args.compile else [])
         out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
         run = json.loads(out.strip().splitlines()[-1])
         run["images_per_s"] = {g: {k: round(run["images"][g] / statistics.median(v)) for k, v in d.items()}
@@ -178,10 +192,10 @@ def main() -> None:
             print(f"  {run['threads']} thread(s) {g:4s} ({run['images'][g]} images): "
                   + ", ".join(f"{k} {v} ({v / base:.2f}x)" for k, v in d.items()))
         print(f"  exactness: {run['exactness']}" + (f"\n  compile: {run['compile']}" if run["compile"] else ""))
-    path = ROOT / "results" / "speed" / f"inference-{datetime.date.today().isoformat()}.json"
+    path = Path(args.out).resolve() if args.out else ROOT / "results" / "speed" / f"inference-{datetime.date.today().isoformat()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

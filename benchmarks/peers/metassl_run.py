@@ -23,9 +23,10 @@ from common import MATCHED, Meter, load_split, peer_args, write_result  # noqa: 
 
 
 def main() -> None:
-    a = peer_args(["fixmatch", "flexmatch", "supervised", "recipe"], "split.json to check metassl's own split against",
+    a = peer_args(["fixmatch", "flexmatch", "freematch", "supervised", "recipe"], "split.json to check metassl's own split against",
                   [("--src", "directory holding the metassl package to import (default: the installed one)"),
-                   ("--run-dir", "metassl's run directory (default: OUT without .json)")])
+                   ("--run-dir", "metassl's run directory (default: OUT without .json)"),
+                   ("--amp", "true: amp=true (bf16 autocast where the CPU has bf16 units); default false")])
     if a.src:
         sys.path.insert(0, a.src)
     import metassl
@@ -37,7 +38,8 @@ def main() -> None:
     if recipe and a.setting != "defaults":
         raise SystemExit("--algorithm recipe is the shipped preset: --setting defaults only")
     N = build_config("fmnist-1000").iterations if recipe else a.iterations
-    over = [f"seed={a.seed}", f"threads={a.threads}", "device=cpu"]
+    amp = a.amp == "true"
+    over = [f"seed={a.seed}", f"threads={a.threads}", "device=cpu", f"amp={str(amp).lower()}"]
     if not recipe:
         over += [f"algorithm={a.algorithm}", f"iterations={N}", f"eval_every={N}", f"checkpoint_every={N}",
                  f"log_every={min(50, N)}"]
@@ -46,9 +48,11 @@ def main() -> None:
         over += [f"batch_size={m['batch_size']}", f"unlabeled_batch_size={m['unlabeled_batch_size']}",
                  f"lr={m['lr']}", f"momentum={m['momentum']}", "nesterov=false", f"weight_decay={m['weight_decay']}",
                  "lr_schedule=constant", "warmup=0", "consistency_rampup=0", "labeled_warmup=0", "ema=0",
-                 f"translate={m['translate']}", "pad_mode=reflect",
-                 f"fixmatch_threshold={m['threshold']}", f"fixmatch_weight={m['lambda_u']}",
-                 f"flexmatch_threshold={m['threshold']}", f"flexmatch_weight={m['lambda_u']}"]
+                 f"translate={m['translate']}", "pad_mode=reflect"]
+        over += {"fixmatch": [f"fixmatch_threshold={m['threshold']}", f"fixmatch_weight={m['lambda_u']}"],
+                 "flexmatch": [f"flexmatch_threshold={m['threshold']}", f"flexmatch_weight={m['lambda_u']}"],
+                 "freematch": [f"freematch_weight={m['lambda_u']}", "freematch_fairness_weight=0.001",
+                               "freematch_ema=0.999"]}.get(a.algorithm, [])   # a key the algorithm does not read is refused
     cfg = build_config("fmnist-1000", None, over)
 
     excluded = Meter()                                    # set-up, evaluation, checkpoints: not the loop
@@ -69,7 +73,8 @@ def main() -> None:
     assert digest == wanted, f"metassl's split {digest[:12]} differs from {a.split} ({wanted[:12]})"
     for f in run_dir.glob("*.pt"):                        # checkpoints: not needed, keep the results small
         f.unlink()
-    write_result(a.out, toolkit=f"metassl {metassl.__version__}" if hasattr(metassl, "__version__") else "metassl",
+    name = f"metassl {metassl.__version__}" if hasattr(metassl, "__version__") else "metassl"
+    write_result(a.out, toolkit=name + (f" ({res['precision']})" if amp else ""),
                  algorithm=a.algorithm, recipe_algorithm=cfg.algorithm if recipe else None, setting=a.setting,
                  seed=a.seed, iterations=N,
                  images=images_seen(N, cfg, cfg.algorithm != "supervised"),

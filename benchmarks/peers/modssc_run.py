@@ -31,6 +31,7 @@ from modssc.data_augmentation import AugmentationPlan, StepConfig, build_pipelin
 from modssc.data_augmentation.types import AugmentationContext  # noqa: E402
 from modssc.inductive.deep import TorchModelBundle  # noqa: E402
 from modssc.inductive.methods import fixmatch as fixmatch_mod, flexmatch as flexmatch_mod  # noqa: E402
+from modssc.inductive.methods import free_match as freematch_mod  # noqa: E402
 from modssc.inductive.types import DeviceSpec, InductiveDataset  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def views(pipeline, x01: np.ndarray, seed: int, epoch: int, mean: float, std: fl
 
 
 def main() -> None:
-    a = peer_args(["fixmatch", "flexmatch"])
+    a = peer_args(["fixmatch", "flexmatch", "freematch"])
 
     x_train, y_train, x_test, y_test = load_fmnist()
     lab, unl, digest = load_split(a.split)
@@ -65,9 +66,14 @@ def main() -> None:
                           weight_decay=MATCHED["weight_decay"])
     bundle = TorchModelBundle(model=model, optimizer=opt)
     B = MATCHED["batch_size"]
-    mod, Spec, Method = ((fixmatch_mod, fixmatch_mod.FixMatchSpec, fixmatch_mod.FixMatchMethod) if a.algorithm == "fixmatch"
-                         else (flexmatch_mod, flexmatch_mod.FlexMatchSpec, flexmatch_mod.FlexMatchMethod))
-    if a.setting == "matched":   # one joint forward as metassl, mu = 1, threshold on plain softmax (T only sharpens soft targets)
+    mod, Spec, Method = {"fixmatch": (fixmatch_mod, fixmatch_mod.FixMatchSpec, fixmatch_mod.FixMatchMethod),
+                         "flexmatch": (flexmatch_mod, flexmatch_mod.FlexMatchSpec, flexmatch_mod.FlexMatchMethod),
+                         "freematch": (freematch_mod, freematch_mod.FreeMatchSpec, freematch_mod.FreeMatchMethod),
+                         }[a.algorithm]
+    if a.setting == "matched" and a.algorithm == "freematch":   # self-adaptive threshold: no p_cutoff to set
+        spec = Spec(model_bundle=bundle, lambda_u=MATCHED["lambda_u"], lambda_e=0.001, ema_p=0.999, mu=1,
+                    hard_label=True, use_cat=True, batch_size=B, max_epochs=1)
+    elif a.setting == "matched":   # one joint forward as metassl, mu = 1, threshold on plain softmax (T only sharpens soft targets)
         spec = Spec(model_bundle=bundle, lambda_u=MATCHED["lambda_u"], p_cutoff=MATCHED["threshold"], mu=1,
                     hard_label=True, use_cat=True, batch_size=B, max_epochs=1)
     else:                        # ModSSC's own defaults (mu = 7, separate forwards, T = 0.5), our optimiser

@@ -41,11 +41,15 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 from common import split_digest  # noqa: E402  (stdlib + numpy + torch: the project venv has them)
 
-PY = {"metassl": ROOT / ".venv/bin/python", "modssc": HERE / ".venv-modssc/bin/python",
-      "usb": HERE / ".venv-usb/bin/python", "lamda": HERE / ".venv-lamda/bin/python"}
-SCRIPT = {"metassl": "metassl_run.py", "modssc": "modssc_run.py", "usb": "usb_run.py", "lamda": "lamda_run.py"}
-SUPPORTS = {"metassl": {"fixmatch", "flexmatch", "supervised", "recipe"}, "usb": {"fixmatch", "flexmatch", "supervised"},
-            "modssc": {"fixmatch", "flexmatch"},   # its supervised method cannot take a user network
+PY = {"metassl": ROOT / ".venv/bin/python", "metassl-amp": ROOT / ".venv/bin/python",
+      "modssc": HERE / ".venv-modssc/bin/python", "usb": HERE / ".venv-usb/bin/python",
+      "lamda": HERE / ".venv-lamda/bin/python"}
+SCRIPT = {"metassl": "metassl_run.py", "metassl-amp": "metassl_run.py", "modssc": "modssc_run.py",
+          "usb": "usb_run.py", "lamda": "lamda_run.py"}
+SUPPORTS = {"metassl": {"fixmatch", "flexmatch", "freematch", "supervised", "recipe"},
+            "metassl-amp": {"fixmatch", "flexmatch", "freematch", "supervised", "recipe"},   # amp=true: bf16 where the CPU has it
+            "usb": {"fixmatch", "flexmatch", "supervised"},
+            "modssc": {"fixmatch", "flexmatch", "freematch"},   # its supervised method cannot take a user network
             "lamda": {"fixmatch", "flexmatch"}}    # it has no supervised-only deep estimator
 
 
@@ -65,13 +69,14 @@ def snapshot_metassl(work: Path, meta: Path) -> tuple[Path, str]:
 
 
 def make_split(work: Path, src: Path) -> Path:
-    """metassl's fmnist-1000 split (split_seed 0), from a one-iteration run of its own trainer."""
+    """metassl's fmnist-1000 split (split_seed 0), from a one-iteration run of its own trainer (the supervised step:
+    the split is the preset's, and no label-bank pass or whole-pool work runs before that iteration)."""
     path = work / "split.json"
     if not path.exists():
         tmp = work / "split-run"
         env = {**os.environ, "PYTHONPATH": str(src)}
         subprocess.run([str(PY["metassl"]), "-m", "metassl", "train", "--preset", "fmnist-1000", "iterations=1",
-                        "threads=2", "device=cpu", "--out", str(tmp), "--force", "--quiet"], env=env, check=True)
+                        "algorithm=supervised", "threads=2", "device=cpu", "--out", str(tmp), "--force", "--quiet"], env=env, check=True)
         path.write_text((tmp / "split.json").read_text())
         for f in tmp.glob("*.pt"):
             f.unlink()
@@ -90,8 +95,9 @@ def run_one(tk: str, alg: str, setting: str, seed: int, n: int, threads: int, ou
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(PY[tk]), str(HERE / SCRIPT[tk]), "--algorithm", alg, "--iterations", str(n), "--seed", str(seed),
            "--split", str(split), "--setting", setting, "--threads", str(threads), "--out", str(dest)]
-    if tk == "metassl":
-        cmd += ["--src", str(src), "--run-dir", str(work / "metassl-runs" / f"{kind}-{setting}-{alg}-s{seed}")]
+    if tk.startswith("metassl"):
+        cmd += ["--src", str(src), "--run-dir", str(work / f"{tk}-runs" / f"{kind}-{setting}-{alg}-s{seed}"),
+                "--amp", "true" if tk == "metassl-amp" else "false"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.time()
     print(time.strftime("%H:%M:%S"), "run", " ".join(cmd[1:]), flush=True)
@@ -101,7 +107,7 @@ def run_one(tk: str, alg: str, setting: str, seed: int, n: int, threads: int, ou
     if rc != 0 or not dest.exists():
         return None
     rec = {**json.loads(dest.read_text()), "finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
-    if tk == "metassl":       # a benchmark resumed days later may run from a newer snapshot than meta.json's first
+    if tk.startswith("metassl"):       # a benchmark resumed days later may run from a newer snapshot than meta.json's first
         rec["metassl_commit"] = src.name
     dest.write_text(json.dumps(rec, indent=1))
     return dest
@@ -137,7 +143,7 @@ def table(out: Path) -> str:
         w.writerows(recs)
     lines = []
     for setting in sorted({r["setting"] for r in recs}):
-        for alg in ("recipe", "fixmatch", "flexmatch", "supervised"):
+        for alg in ("recipe", "fixmatch", "flexmatch", "freematch", "supervised"):
             rows = [r for r in recs if r["setting"] == setting and r["algorithm"] == alg]
             if not rows:
                 continue
@@ -181,14 +187,15 @@ def table(out: Path) -> str:
 
 
 def paired(by_tk: dict[str, list[dict]]) -> list[str]:
-    """Lines giving each peer's test error minus metassl's on the seeds both ran (paired by seed)."""
-    ours = {r["seed"]: r["test_error"] for tk, v in by_tk.items() if tk.startswith("metassl") for r in v}
+    """Lines giving each peer's test error minus each metassl variant's on the seeds both ran (paired by seed)."""
     lines = []
-    for tk, v in sorted(by_tk.items()):
-        diffs = {r["seed"]: r["test_error"] - ours[r["seed"]] for r in v if r["seed"] in ours}
-        if ours and diffs and not tk.startswith("metassl") and len(diffs) > 1:
-            each = ", ".join(f"s{s} {d:+.2f}" for s, d in sorted(diffs.items()))
-            lines.append(f"- {tk} minus metassl, paired by seed: {each} (mean {statistics.mean(diffs.values()):+.2f})")
+    for mine, m in sorted((tk, v) for tk, v in by_tk.items() if tk.startswith("metassl")):
+        ours = {r["seed"]: r["test_error"] for r in m}
+        for tk, v in sorted(by_tk.items()):
+            diffs = {r["seed"]: r["test_error"] - ours[r["seed"]] for r in v if r["seed"] in ours}
+            if diffs and not tk.startswith("metassl") and len(diffs) > 1:
+                each = ", ".join(f"s{s} {d:+.2f}" for s, d in sorted(diffs.items()))
+                lines.append(f"- {tk} minus {mine}, paired by seed: {each} (mean {statistics.mean(diffs.values()):+.2f})")
     return [""] + lines if lines else []
 
 
@@ -228,7 +235,7 @@ def main() -> None:
                 if alg not in SUPPORTS[tk]:
                     continue
                 n = a.iterations
-                if a.budget_s and tk == "metassl" and setting == "defaults" and alg in ("fixmatch", "flexmatch"):
+                if a.budget_s and tk.startswith("metassl") and setting == "defaults" and alg in ("fixmatch", "flexmatch"):
                     print(f"skip metassl {alg}: its preset opens with 800 labeled-only iterations, so a short "
                           "calibration would time only those; the recipe row is metassl's default", flush=True)
                     continue
