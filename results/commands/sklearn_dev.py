@@ -27,12 +27,18 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 FMNIST_LABELS = Path("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz")
 
 
+def fmnist8_indices() -> np.ndarray:
+    """The 1797 Fashion-MNIST training images (indices into the 60000) that fmnist8 uses."""
+    return np.random.default_rng(12345).choice(60000, 1797, replace=False)
+
+
 def fmnist8() -> tuple[np.ndarray, np.ndarray]:
     """1797 Fashion-MNIST images as 8x8 (area mean over 28->8 via a 4x4 crop-free resize), 0..16, (N, 64)."""
     from PIL import Image
     x = np.frombuffer(gzip.open(FMNIST).read(), np.uint8, offset=16).reshape(-1, 28, 28)
     y = np.frombuffer(gzip.open(FMNIST_LABELS).read(), np.uint8, offset=8).astype(np.int64)
-    idx = np.random.default_rng(12345).choice(len(x), 1797, replace=False)
+    idx = fmnist8_indices()
+    assert len(x) == 60000
     small = np.stack([np.asarray(Image.fromarray(im).resize((8, 8), Image.BOX)) for im in x[idx]])
     return np.round(small.reshape(-1, 64) / 255 * 16), y[idx]
 
