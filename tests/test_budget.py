@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from metassl.algorithms import ALGORITHMS, build_algorithm
-from metassl.budget import Costs, fit_iterations, plan_seconds
+from metassl.run.budget import Costs, fit_iterations, plan_seconds
 from metassl.config import PRESETS
 from metassl.algorithms import build_config
 from metassl.errors import UserError

@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .inference.evaluate import evaluate_run
 
     res = evaluate_run(Path(args.run_dir), device=args.device)
     print(json.dumps(res) if args.json else f"{args.run_dir}: test error {res['test_error']:.2f}% "
@@ -179,7 +179,7 @@ def cmd_tsne(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict, write_csv
+    from .inference.predict import predict, write_csv
 
     names, probs, classes = predict(args.run_dir, args.input, device=args.device)
     write_csv(names, probs, classes, args.out)
@@ -189,7 +189,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .predict import load
+    from .inference.predict import load
 
     print(f"torch.export program, uint8 (N, C, H, W) images in, logits out -> "
           f"{load(args.run_dir, 'cpu').export(args.out)}")
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:     # under torchrun: leave the process group
-            from . import distributed
+            from .run import distributed
             distributed.teardown()
 
 

@@ -8,7 +8,7 @@ Algorithms only define their step (algorithms/base.py); data sources hand over b
 
 `train` reads top to bottom: `setup` (config, data, model, optimiser, run directory), `restore`, then per
 iteration `train_step` (forward, losses, backward, all-reduce, SGD, EMA), the NaN guard, logging,
-`evaluate`, `save`; `finish` writes the results. The run directory's files and rules: rundir.py.
+`evaluate`, `save`; `finish` writes the results. The run directory's files and rules: run/rundir.py.
 """
 from __future__ import annotations
 
@@ -28,21 +28,21 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from . import checkpoint, distributed
 from .algorithms import Algorithm, StepContext, StepOutput, build_algorithm, without_unread
 from .algorithms.supervised import Supervised
 from .batch import Batch, DataSource, PoolPasses
-from .budget import MARGIN, Costs, fit_iterations, plan_seconds
 from .config import Config, to_dict
 from .data import ImageData, labeled_split, load_dataset
 from .data.resident import prepare_data
 from .errors import Interrupted, UserError
-from .evaluate import error_counts
-from .log import Logger, pseudo_label_quality
+from .inference.evaluate import error_counts
 from .models import build_model, check_model_name
-from .rundir import InMemory, RunDir
+from .run import checkpoint, distributed
+from .run.budget import MARGIN, Costs, fit_iterations, plan_seconds
+from .run.log import Logger, pseudo_label_quality
+from .run.rundir import InMemory, RunDir
+from .run.safety import DivergenceWatch, StopSignals, current_stop, nonfinite_weights, stoppable
 from .schedule import consistency_weight_at, images_seen, lr_at, meta_step_size_at, unlabeled_schedule
-from .safety import DivergenceWatch, StopSignals, current_stop, nonfinite_weights, stoppable
 from .torch_utils import ema_update, keep_freed_memory, resolve_device
 
 __all__ = ["train", "train_run", "train_step"]

@@ -36,7 +36,7 @@ def subsample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 def plot_tsne(run_dir: str | Path, out: str | Path | None = None, n: int = 2000, device: str = "auto") -> Path:
     """Write the t-SNE scatter of run_dir's test features to `out` (default run_dir/features_tsne.png)."""
-    from ..evaluate import load_run, penultimate
+    from ..inference.evaluate import load_run, penultimate
 
     run_dir = Path(run_dir)
     if n < 10:

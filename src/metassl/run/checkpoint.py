@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 from .files import fsync_dir
 from .rundir import RunDir
 

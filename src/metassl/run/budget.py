@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .config import Config
+from ..config import Config
 
 MARGIN = 0.97      # share of the seconds left that the plan may fill: the rest absorbs checkpoints and logging
 

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import Config, load_saved, to_dict
-from .errors import UserError
+from ..config import Config, load_saved, to_dict
+from ..errors import UserError
 from .files import atomic_write_text
 
 
