@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import Interrupted, UserError, one_line
+from .run.rundir import RunDir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -303,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("tsne", help="t-SNE of a run's penultimate-layer features of test images")
     f.add_argument("run_dir")
-    f.add_argument("--out", help="PNG file (default RUN_DIR/features_tsne.png)")
+    f.add_argument("--out", help=f"PNG file (default {RunDir('RUN_DIR').tsne_plot})")
     f.add_argument("--n", type=int, default=2000, help="test images in the plot (class-stratified sample)")
     f.add_argument("--device", default="auto")
     f.set_defaults(func=cmd_tsne)
