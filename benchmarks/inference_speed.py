@@ -39,7 +39,7 @@ def worker(threads: int, repeat: int, compile_too: bool, pool_images: int, chunk
     from metassl.data.augment import normalize
     from metassl.data.resident import prepare_data
     from metassl.data.split import labeled_split
-    from metassl.evaluate import predict_logits
+    from metassl.inference.evaluate import predict_logits
     from metassl.models import build_model, inference_copy
     from metassl.torch_utils import eval_mode, keep_freed_memory, to_nchw
 
@@ -69,7 +69,7 @@ def worker(threads: int, repeat: int, compile_too: bool, pool_images: int, chunk
     passes = PoolPasses(pool, lambda bs, held_out: iter(()), n_pool, False, lambda t: t)
 
     @torch.no_grad()
-    def eager_eval(chunk: int) -> torch.Tensor:            # evaluate.py's pass before folding
+    def eager_eval(chunk: int) -> torch.Tensor:            # inference/evaluate.py's pass before folding
         with eval_mode(model):
             return torch.cat([model(normalize(x_test[i:i + chunk], dev.mean, dev.std)).float()
                               for i in range(0, len(x_test), chunk)])

@@ -141,7 +141,7 @@ class Killed(Exception):
 
 def train_killed_after(cfg, run_dir, data, monkeypatch, checkpoints: int = 1) -> None:
     """Train `cfg` into `run_dir` and stop it as a kill would, right after its `checkpoints`-th checkpoint is on disk."""
-    from metassl import checkpoint
+    from metassl.run import checkpoint
     from metassl.train import train
 
     real_save, saves = checkpoint.save, []

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from metassl import distributed
+from metassl.run import distributed
 from metassl import train as trainer
 from metassl.algorithms import Batch, StepContext, build_algorithm
 from metassl.config import Config

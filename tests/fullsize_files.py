@@ -167,7 +167,7 @@ def train_run(preset: str, dest: Path, iterations: int, threads: int, nice: int,
     """`metassl train --preset <preset> data_dir=dest` for `iterations`, evaluated once at the end; wall seconds
     and peak RSS of the child, plus its results.json. A run cut short after a checkpoint (a session's end on a
     slow CPU) resumes from it when called again; then the child's numbers are this call's, results.json's sums."""
-    from metassl.rundir import RunDir
+    from metassl.run.rundir import RunDir
     overrides = [f"data_dir={dest}", f"iterations={iterations}", f"eval_every={iterations}",
                  f"checkpoint_every={checkpoint_every or iterations}", f"threads={threads}", f"device={device}"]
     keys = ("train_seconds", "wall_seconds", "images_per_second", "test_error", "num_labels", "machine")

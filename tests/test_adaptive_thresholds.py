@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metassl import checkpoint
+from metassl.run import checkpoint
 from metassl.algorithms import Batch, StepContext
 from metassl.algorithms.flexmatch import FlexMatch
 from metassl.algorithms.freematch import FreeMatch, fairness_loss

@@ -23,7 +23,7 @@ from metassl.cli import main
 from metassl.config import FIELDS, PRESETS, Config
 from metassl.algorithms import build_config
 from metassl.data import sources
-from metassl.predict import predict
+from metassl.inference.predict import predict
 from metassl.train import train
 from tests.bad_input import (BASE, N_CLASSES, N_TRAIN, SETTINGS, fresh, good_npz, python_rejects,  # noqa: F401
                              rejects, train_rejects)

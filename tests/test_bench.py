@@ -140,7 +140,7 @@ def test_bench_processes_sharing_a_directory_then_one_run_over_all_only_writes_t
 def test_atomic_writes_from_many_threads_never_share_a_temporary(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from metassl.files import atomic_write_text
+    from metassl.run.files import atomic_write_text
 
     target = tmp_path / "summary.csv"
     with ThreadPoolExecutor(8) as pool:

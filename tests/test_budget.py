@@ -7,12 +7,13 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from metassl.algorithms import ALGORITHMS, build_algorithm
-from metassl.budget import Costs, fit_iterations, plan_seconds
+from metassl.run.budget import Costs, fit_iterations, plan_seconds
 from metassl.config import PRESETS
 from metassl.algorithms import build_config
 from metassl.errors import UserError
 from metassl.experiments.compare import run_compare
-from metassl.train import check_schedule, train
+from metassl.schedule import check_schedule
+from metassl.train import train
 from tests.conftest import write_tiny_npz
 
 TINY = ["device=cpu", "threads=1", "model=mlp", "batch_size=16", "num_labels=40", "translate=1", "log_every=2"]
@@ -55,7 +56,7 @@ def test_no_schedule_trains_an_ssl_algorithm_on_the_labels_alone(preset, algorit
         cfg = build_config(preset, overrides=[f"{k}={v}" for k, v in keys.items() if v is not None]
                            + ["device=cpu", "model=cnn", "dataset=fashion-mnist", "stream=false"])
         algo = build_algorithm(cfg)
-        check_schedule(cfg, algo)
+        check_schedule(cfg, algo.uses_unlabeled, algo.bank_every)
     except UserError as e:
         assert "\n" not in str(e)
         return

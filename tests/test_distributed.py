@@ -79,7 +79,7 @@ def test_two_process_run_resumes_from_its_checkpoint(runs):
 
 def _sum_then_teardown(rank: int, port: int) -> None:
     """One of 2 spawned gloo processes: `total` forward and backward, then `teardown` (see the test below)."""
-    from metassl import distributed
+    from metassl.run import distributed
     torch.set_num_threads(1)
     threads = len(os.listdir("/proc/self/task"))
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)

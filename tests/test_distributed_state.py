@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metassl import distributed
+from metassl.run import distributed
 from metassl.algorithms import ALGORITHMS, build_algorithm
 from metassl.config import Config
 from metassl.errors import UserError

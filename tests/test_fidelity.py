@@ -87,7 +87,7 @@ def test_meta_algorithms_unroll_exact_with_the_step_lr(algorithm, monkeypatch):
 # --- metafixmatch uses the global g_l under torchrun (meta_scope=global) ----------------------------------
 def _metafixmatch_y_hat(rank: int, world: int, init_file: str, out_dir: str) -> None:
     """One metafixmatch step on this rank's shard of a fixed batch of 8; saves its corrected y^ (B_u/world, C)."""
-    from metassl import distributed
+    from metassl.run import distributed
     from metassl.algorithms import Batch
     torch.set_num_threads(1)
     if world > 1:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from metassl.evaluate import error_counts, penultimate, predict_logits
+from metassl.inference.evaluate import error_counts, penultimate, predict_logits
 from metassl.models import build_model, inference_copy, model_names, natural_shape
 
 

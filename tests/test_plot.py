@@ -7,7 +7,7 @@ import pytest
 from metassl.cli import main
 from metassl.algorithms import build_config
 from metassl.diagnostics.plot import smooth, time_to_error
-from metassl.log import read_metrics
+from metassl.run.log import read_metrics
 from metassl.train import train
 from tests.conftest import make_tiny_data, write_tiny_npz
 

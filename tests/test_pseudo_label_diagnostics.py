@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metassl import checkpoint
+from metassl.run import checkpoint
 from metassl.algorithms import ALGORITHMS, build_algorithm
 from metassl.config import Config
 from metassl.algorithms import build_config

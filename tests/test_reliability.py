@@ -18,11 +18,11 @@ import pytest
 import torch
 from torch import nn
 
-from metassl import checkpoint
+from metassl.run import checkpoint
 from metassl.cli import main
 from metassl.algorithms import build_config
 from metassl.errors import Interrupted, UserError
-from metassl.safety import DivergenceWatch, StopSignals
+from metassl.run.safety import DivergenceWatch, StopSignals
 from metassl.train import train
 from tests.conftest import make_tiny_data, write_tiny_npz
 
@@ -419,7 +419,7 @@ def test_a_first_attempt_or_another_launch_still_refuses_an_existing_run(torchru
 
 
 def test_restarted_run_decides_from_the_launch_mark(tmp_path):
-    from metassl.rundir import RunDir
+    from metassl.run.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     assert run.restarted("job@h:1") == "new"                     # never created

@@ -94,7 +94,7 @@ def test_step_returns_loss_metrics_and_pseudo_labels(name):
 
 @pytest.mark.parametrize("start_in_train", [True, False])
 def test_evaluation_restores_the_models_mode(start_in_train):
-    from metassl.evaluate import penultimate, predict_logits
+    from metassl.inference.evaluate import penultimate, predict_logits
     from metassl.models import build_model
 
     model = build_model("cnn", 4, 1, 12).train(start_in_train)
@@ -122,7 +122,7 @@ def test_eval_records_carry_training_seconds_and_images_seen(tmp_path):
     assert [r["iteration"] for r in evals] == [2, 4]
     assert [r["images_seen"] for r in evals] == [2 * 16, 4 * 16]          # 8 labeled + 8 unlabeled per iteration
     assert 0 < evals[0]["train_seconds"] <= evals[1]["train_seconds"] <= res["wall_seconds"]
-    from metassl import checkpoint
+    from metassl.run import checkpoint
     assert checkpoint.load(tmp_path / "run")["history"] == evals
 
 
@@ -177,3 +177,15 @@ def test_the_library_core_imports_no_experiment_or_diagnostic_tool():
                                                   "metassl.__main__"))]
     for mod in core:
         assert not [t for t in graph[mod] if t.startswith(("metassl.experiments", "metassl.diagnostics"))], mod
+
+
+def test_run_and_inference_import_no_layer_above_them():
+    """run/ (a run's directory, checkpoints, logs, safety, torchrun, budget) sits under everything that trains or
+    reads runs; inference/ (using a trained model) reads runs through run/, models/ and data/ alone."""
+    graph = import_graph()
+    tools = ("metassl.train", "metassl.cli", "metassl.experiments", "metassl.estimator", "metassl.diagnostics")
+    above = {"metassl.run": ("metassl.inference", *tools), "metassl.inference": tools}
+    for layer, higher in above.items():
+        for mod in [m for m in graph if m == layer or m.startswith(layer + ".")]:
+            bad = [t for t in graph[mod] if any(t == h or t.startswith(h + ".") for h in higher)]
+            assert not bad, f"{mod} imports {bad}"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metassl import checkpoint
+from metassl.run import checkpoint
 from metassl.algorithms import build_config
 from metassl.data.sources import DEBIAN_FASHION_MNIST
 from metassl.schedule import consistency_weight_at, lr_at, meta_step_size_at

@@ -34,7 +34,7 @@ def test_the_growing_batches_walk_the_passes_without_gaps_or_repeats():
 
 
 def test_a_run_counts_the_images_its_growing_batches_drew_and_resumes_exactly(tmp_path, monkeypatch):
-    from metassl import checkpoint
+    from metassl.run import checkpoint
     from metassl.train import train
 
     cfg = dataclasses.replace(Config(), dataset="tiny", algorithm="fixmatch", model="cnn", num_labels=16,

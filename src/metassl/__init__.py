@@ -19,7 +19,7 @@ def __getattr__(name: str):
         from .algorithms import meta_gradient
         return getattr(meta_gradient, name)
     if name in ("load", "TrainedModel"):
-        from . import predict
+        from .inference import predict
         return getattr(predict, name)
     if name == "MetaSSLClassifier":
         from .estimator import MetaSSLClassifier

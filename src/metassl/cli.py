@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import Interrupted, UserError, one_line
+from .run.rundir import RunDir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .inference.evaluate import evaluate_run
 
     res = evaluate_run(Path(args.run_dir), device=args.device)
     print(json.dumps(res) if args.json else f"{args.run_dir}: test error {res['test_error']:.2f}% "
@@ -179,7 +180,7 @@ def cmd_tsne(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict, write_csv
+    from .inference.predict import predict, write_csv
 
     names, probs, classes = predict(args.run_dir, args.input, device=args.device)
     write_csv(names, probs, classes, args.out)
@@ -189,7 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .predict import load
+    from .inference.predict import load
 
     print(f"torch.export program, uint8 (N, C, H, W) images in, logits out -> "
           f"{load(args.run_dir, 'cpu').export(args.out)}")
@@ -303,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("tsne", help="t-SNE of a run's penultimate-layer features of test images")
     f.add_argument("run_dir")
-    f.add_argument("--out", help="PNG file (default RUN_DIR/features_tsne.png)")
+    f.add_argument("--out", help=f"PNG file (default {RunDir('RUN_DIR').tsne_plot})")
     f.add_argument("--n", type=int, default=2000, help="test images in the plot (class-stratified sample)")
     f.add_argument("--device", default="auto")
     f.set_defaults(func=cmd_tsne)
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:     # under torchrun: leave the process group
-            from . import distributed
+            from .run import distributed
             distributed.teardown()
 
 

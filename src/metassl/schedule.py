@@ -1,11 +1,13 @@
 """The schedules: learning rate, the correction's step size beta_t, the consistency ramp w(t), and the images
-a run has consumed, as pure functions of the (0-based) iteration and the config."""
+a run has consumed, as pure functions of the (0-based) iteration and the config; and whether a run can hold its
+schedule at all (`check_schedule`)."""
 from __future__ import annotations
 
 import math
 
 from .config import Config, parse_steps
 from .data.sampling import UnlabeledSchedule
+from .errors import UserError
 
 
 def lr_at(it: int, cfg: Config) -> float:
@@ -56,3 +58,19 @@ def images_seen(n: int, cfg: Config, uses_unlabeled: bool, world: int = 1) -> in
     ulb = unlabeled_schedule(cfg, world)
     unlabeled = ulb.first(n) - ulb.first(min(n, cfg.labeled_warmup)) if uses_unlabeled else 0
     return n * cfg.batch_size + unlabeled
+
+
+def check_schedule(cfg: Config, uses_unlabeled: bool, bank_every: int, why: str = "") -> None:
+    """One-line UserError for a schedule the run cannot hold: a labeled-only warm-up as long as the run (the
+    algorithm would never take its own step and the run would be the labels alone under its name), or a
+    label-bank round (every `bank_every` iterations) longer than the steps left after the warm-up."""
+    if not uses_unlabeled:
+        return
+    ssl = cfg.iterations - int(cfg.labeled_warmup)
+    if ssl <= 0:
+        raise UserError(f"{why}labeled_warmup={int(cfg.labeled_warmup)} is as long as the run (iterations={cfg.iterations}): "
+                        f"algorithm={cfg.algorithm} would train on the labels alone; give labeled_warmup a fraction of "
+                        f"the run (e.g. 0.4) or train longer")
+    if bank_every and bank_every > ssl:
+        raise UserError(f"{why}bank_every={bank_every} is longer than the {ssl} iterations after labeled_warmup: "
+                        f"no label-bank round fits; give bank_every a fraction of the run (e.g. 0.2) or train longer")

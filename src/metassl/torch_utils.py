@@ -6,12 +6,13 @@ to_nchw      uint8/float NHWC numpy images -> NCHW tensors (files store NHWC, mo
 resolve_device  a config's device string -> torch.device
 keep_freed_memory  glibc keeps freed blocks for reuse (a CPU step reallocates the same sizes every iteration)
 native_bf16  whether a device computes bfloat16 in hardware (amp=true autocasts only there)
+rng_state, set_rng_state  this process's torch RNGs (CPU and every CUDA device), for checkpoints and throwaway timing
 """
 from __future__ import annotations
 
 import ctypes
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -88,3 +89,18 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3          # glibc's <malloc.h> parameter numbers
     return bool(mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30))   # 32 MiB: glibc's cap
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch RNG states: the CPU generator and, where CUDA is present, every device's."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned (a checkpoint from a CUDA machine restores its CPU state on one without)."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

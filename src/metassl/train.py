@@ -6,9 +6,10 @@ Algorithms only define their step (algorithms/base.py); data sources hand over b
     python -c "from metassl.train import train; from metassl.algorithms import build_config; \
                train(build_config('fmnist-1000', overrides=['iterations=100']), 'runs/demo')"
 
-`train` reads top to bottom: `setup` (config, data, model, optimiser, run directory), `restore`, then per
-iteration `train_step` (forward, losses, backward, all-reduce, SGD, EMA), the NaN guard, logging,
-`evaluate`, `save`; `finish` writes the results. The run directory's files and rules: rundir.py.
+`train` reads top to bottom: `setup` (config, data, model, optimiser, run directory), `restore`, a time_limit
+fixed as an iteration count (run/budget.py), then per iteration `train_step` (forward, losses, backward,
+all-reduce, SGD, EMA), the NaN guard, logging, `evaluate`, `save`; `finish` writes the results. The run
+directory's files and rules: run/rundir.py; torchrun and its restarts: run/distributed.py.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import os
 import platform
 import signal
 import statistics
-import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -28,22 +28,22 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from . import checkpoint, distributed
 from .algorithms import Algorithm, StepContext, StepOutput, build_algorithm, without_unread
 from .algorithms.supervised import Supervised
 from .batch import Batch, DataSource, PoolPasses
-from .budget import MARGIN, Costs, fit_iterations, plan_seconds
 from .config import Config, to_dict
 from .data import ImageData, labeled_split, load_dataset
 from .data.resident import prepare_data
 from .errors import Interrupted, UserError
-from .evaluate import error_counts
-from .log import Logger, pseudo_label_quality
+from .inference.evaluate import error_counts
 from .models import build_model, check_model_name
-from .rundir import InMemory, RunDir
-from .schedule import consistency_weight_at, images_seen, lr_at, meta_step_size_at, unlabeled_schedule
-from .safety import DivergenceWatch, StopSignals, current_stop, nonfinite_weights, stoppable
-from .torch_utils import ema_update, keep_freed_memory, native_bf16, resolve_device
+from .run import checkpoint, distributed
+from .run.budget import fit_budget, measure_costs
+from .run.log import Logger, pseudo_label_quality
+from .run.rundir import InMemory, RunDir
+from .run.safety import DivergenceWatch, StopSignals, current_stop, nonfinite_weights, stoppable
+from .schedule import check_schedule, consistency_weight_at, images_seen, lr_at, meta_step_size_at, unlabeled_schedule
+from .torch_utils import ema_update, keep_freed_memory, native_bf16, resolve_device, rng_state, set_rng_state
 
 __all__ = ["train", "train_run", "train_step"]
 
@@ -69,19 +69,6 @@ def build_data(cfg: Config, algo: Algorithm, data: ImageData | None, device: tor
     split = labeled_split(data.y_train, num_labels, data.num_classes, cfg.split_seed, cfg.num_val,
                           cfg.include_labeled_in_unlabeled, cfg.meta_holdout)
     return prepare_data(data, split, device, cfg.flip, cfg.translate, cfg.channels_last, cfg.pad_mode)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # --- one step --------------------------------------------------------------------------------------------
@@ -161,6 +148,10 @@ class Run:
         return self.ema if self.ema is not None else self.model
 
 
+def saved_config(where: RunDir | InMemory) -> Config:
+    """The run directory's config, less the keys its algorithm does not read (older runs kept their preset's)."""
+    return without_unread(where.read_config())
+
 
 def setup(cfg: Config | None, where: RunDir | InMemory, model: nn.Module | None, data: ImageData | None, resume: bool,
           force: bool, quiet: bool) -> Run:
@@ -171,11 +162,12 @@ def setup(cfg: Config | None, where: RunDir | InMemory, model: nn.Module | None,
         raise UserError("train needs a config: cfg=None is for resume=True (the run's saved config)")
     if resume:
         where.check(resume, force)
-        cfg = without_unread(where.read_config())    # older runs kept their preset's unread keys
+        cfg = saved_config(where)
     cfg = cfg.resolved()
     d = distributed.setup(cfg.device)
     if not resume and distributed.launch_id() is not None:
-        resume, force, cfg = continue_after_restart(cfg, where, d, force)
+        resume, force, cfg = distributed.continue_after_restart(cfg, where, d, force,
+                                                                  lambda: saved_config(where).resolved())
     if d.main:
         where.check(resume, force)  # created only below, once config, data and split are valid
     if cfg.batch_size % d.world or cfg.unlabeled_batch_size % d.world:
@@ -191,7 +183,7 @@ def setup(cfg: Config | None, where: RunDir | InMemory, model: nn.Module | None,
               "the run computes in fp32", file=sys.stderr)
     algo = build_algorithm(cfg, d.world)      # one-process algorithms refuse torchrun here
     if not cfg.time_limit:                     # (with a time_limit: once the length is fixed, fit_budget)
-        check_schedule(cfg, algo)
+        check_schedule(cfg, algo.uses_unlabeled, algo.bank_every)
     if model is None:
         check_model_name(cfg.model)            # before the data set is loaded
     source = build_data(cfg, algo, data, device)
@@ -222,26 +214,6 @@ def setup(cfg: Config | None, where: RunDir | InMemory, model: nn.Module | None,
     return Run(cfg, where, d, device, algo, source, model, ema, opt, logger, stop, resume)
 
 
-def continue_after_restart(cfg: Config, where: RunDir | InMemory, d: distributed.Dist,
-                           force: bool) -> tuple[bool, bool, Config]:
-    """Under torchrun, which re-runs the same command when --max-restarts restarts the worker group:
-    (resume, force, cfg). Rank 0 decides and broadcasts: a restart resumes the run this launch started in
-    the run directory, with its saved config, or starts it over if it was killed before its config was written;
-    a first attempt, or a run this launch did not start, follows the usual rules. On several nodes a restart is known by the
-    launch mark alone (agents that did not fail do not count a restart)."""
-    how, saved = "new", None
-    if d.main and (distributed.restart_count() > 0 or distributed.agents() > 1):
-        how = where.restarted(distributed.launch_id())
-        saved = without_unread(where.read_config()).resolved() if how == "resume" else None
-        if distributed.restart_count() > 0 or how != "new":
-            print(f"metassl: torchrun restart {distributed.restart_count()}: " + {
-                "resume": f"continuing the run in {where}", "start-over": f"starting {where} over (no saved config)",
-                "new": f"{where} holds no run of this launch (a first attempt's rules apply)"}[how],
-                file=sys.stderr, flush=True)
-    how, saved = distributed.broadcast_object((how, saved), d)
-    return how == "resume", force or how == "start-over", saved or cfg
-
-
 def restore(run: Run) -> None:
     """Continue from the run directory's checkpoint: weights, optimiser, EMA, algorithm state, every
     rank's RNG, history and clocks; the metrics records cut back to it. A run killed before its first
@@ -259,7 +231,7 @@ def restore(run: Run) -> None:
         if len(rngs) != run.dist.world:
             raise UserError(f"{run.dir} was checkpointed by {len(rngs)} process(es); resume it with the same "
                             f"number (now {run.dist.world}) for an exact continuation")
-        _set_rng_state(rngs[run.dist.rank])
+        set_rng_state(rngs[run.dist.rank])
         run.start, run.history = int(state["iteration"]), list(state["history"])
         run.time_limit = float(state.get("time_limit", 0.0))
         run.elapsed, run.train_time = float(state["elapsed"]), float(state["train_time"])
@@ -344,7 +316,7 @@ def save(run: Run, n: int) -> None:
     if run.dir.path is None:
         return
     run.last_saved = n
-    rngs = distributed.gather_objects(_rng_state(), run.dist)     # every rank's RNG, for an exact resume
+    rngs = distributed.gather_objects(rng_state(), run.dist)     # every rank's RNG, for an exact resume
     if not run.dist.main:
         return
     data = run.data
@@ -395,118 +367,6 @@ def finish(run: Run) -> dict[str, Any]:
     return results
 
 
-# --- a time budget --------------------------------------------------------------------------------------
-def check_schedule(cfg: Config, algo: Algorithm, why: str = "") -> None:
-    """One-line UserError for a schedule the run cannot hold: a labeled-only warm-up as long as the run (the
-    algorithm would never take its own step and the run would be the labels alone under its name), or a
-    label-bank round longer than the steps left after the warm-up."""
-    if not algo.uses_unlabeled:
-        return
-    ssl = cfg.iterations - int(cfg.labeled_warmup)
-    if ssl <= 0:
-        raise UserError(f"{why}labeled_warmup={int(cfg.labeled_warmup)} is as long as the run (iterations={cfg.iterations}): "
-                        f"algorithm={cfg.algorithm} would train on the labels alone; give labeled_warmup a fraction of "
-                        f"the run (e.g. 0.4) or train longer")
-    if algo.bank_every and algo.bank_every > ssl:
-        raise UserError(f"{why}bank_every={algo.bank_every} is longer than the {ssl} iterations after labeled_warmup: "
-                        f"no label-bank round fits; give bank_every a fraction of the run (e.g. 0.2) or train longer")
-
-
-def measure_costs(run: Run, steps: int = 6, seconds: float = 1.0, pool_images: int = 2048) -> Costs:
-    """Seconds per step (the algorithm's and the labeled-only one), per evaluation and per label-bank round, timed on
-    throwaway copies of the model, EMA, optimiser and algorithm with the RNG restored after: the run itself is
-    untouched. Every rank takes part (the steps' collectives); rank 0's clock decides (fit_budget)."""
-    cfg, d = run.cfg, run.dist
-    rng = _rng_state()
-    probe = cfg.fitted(1000)                       # a mid-run step: past the warm-ups, the consistency weight on
-    it = (int(probe.labeled_warmup) + probe.iterations) // 2
-    ctx = step_context(run, probe, it)
-    model, ema, algo = copy.deepcopy(run.model), copy.deepcopy(run.ema), copy.deepcopy(run.algo)
-    opt = type(run.opt)(model.parameters(), **run.opt.defaults)
-    sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
-
-    def per_step(step_algo: Algorithm, views: tuple[str, ...]) -> float:
-        """Mean seconds of `steps` steps after two untimed ones (kernel selection, allocation); in one process it
-        times up to 8x more while they take under `seconds` (fast steps: a steadier mean)."""
-        most = steps if d.world > 1 else 8 * steps
-        batches = run.data.batches(it, it + most + 2, views, cfg.batch_size, unlabeled_schedule(probe, d.world),
-                                   cfg.seed, d.rank, d.world)
-        for i, batch in enumerate(batches):
-            if i == 2:
-                sync()
-                t0 = time.perf_counter()
-            elif i >= steps + 2 and time.perf_counter() - t0 >= seconds:
-                return (time.perf_counter() - t0) / (i - 2)
-            train_step(model, opt, step_algo, batch, ctx, autocast=autocast_for(run), d=d, sync_bn=cfg.sync_bn, ema=ema,
-                       ema_decay=cfg.ema)
-            sync()
-        return (time.perf_counter() - t0) / most
-
-    warm_step = per_step(Supervised(), ()) if algo.uses_unlabeled and probe.labeled_warmup else 0.0
-    bank = 0.0
-    if algo.bank_every:          # a slice of the pool, its chunks after the first scaled to the whole pool
-        marks: list[tuple[float, int]] = []        # (time a chunk was asked for, images before it)
-
-        def pool(bs: int) -> Iterator:
-            seen = 0
-            for chunk in run.data.pool_batches(bs, d.rank, d.world):
-                marks.append((time.perf_counter(), seen))
-                if seen >= pool_images:
-                    return
-                seen += len(chunk[1])
-                yield chunk
-
-        t0 = time.perf_counter()
-        with autocast_for(run):
-            algo.relabel(ema if ema is not None else model, pool_passes(run, pool), ctx)
-        sync()
-        (t_first, _), (t_second, first), (t_end, seen) = marks[0], marks[min(1, len(marks) - 1)], marks[-1]
-        per_image = (t_end - t_second) / max(1, seen - first)
-        outside = (time.perf_counter() - t0) - (t_end - t_first)          # correction, sums, bank statistics
-        bank = outside + (t_second - t_first) + per_image * (len(run.data.unlabeled) / d.world - first)
-    step = per_step(algo, algo.views if algo.uses_unlabeled else ())
-    t0 = time.perf_counter()
-    for split in ["test"] + (["val"] if len(run.data.val) else []):
-        for m in [ema if ema is not None else model] + ([model] if ema is not None else []):
-            error_on(run, split, m)
-    evaluation = time.perf_counter() - t0
-    _set_rng_state(rng)
-    return Costs(step, warm_step or step, evaluation, bank)
-
-
-def fit_budget(run: Run, t_call: float) -> None:
-    """time_limit: fix `iterations` to what the seconds left afford (schedule fractions taken at that length), rebuild
-    the algorithm for it, and save the fitted config (time_limit spent), so that a resume, a torchrun restart or a
-    replay with iterations=N is exact. Rank 0 measures and decides, every rank follows."""
-    cfg, d = run.cfg, run.dist
-    costs = measure_costs(run)
-    left = cfg.time_limit - (time.perf_counter() - t_call)
-    n = fit_iterations(cfg, left, costs, run.algo.uses_unlabeled)
-    n, costs, left = distributed.broadcast_object((n, costs, left), d)
-    budget = f"time_limit={cfg.time_limit:g}s"
-    if n == 0:
-        need = plan_seconds(cfg, 1, costs, run.algo.uses_unlabeled) / MARGIN
-        raise UserError(f"{budget} leaves {left:.0f} s after setup, less than the shortest run needs on this machine "
-                        f"({need:.0f} s: a step, an evaluation" + (", a label-bank round" if costs.bank else "")
-                        + "); give a longer time_limit")
-    fitted = cfg.fitted(n)
-    check_schedule(fitted, run.algo, f"{budget} affords {n} iterations, and ")
-    run.cfg, run.algo, run.time_limit, run.logger.total = fitted, build_algorithm(fitted, d.world), cfg.time_limit, n
-    if d.main:
-        run.dir.write_config(fitted)
-    run.logger.write({"iteration": 0, "kind": "budget", "time_limit": cfg.time_limit, "seconds_left": round(left, 2),
-                      "iterations": n, **costs.to_dict()})
-    steps = plan_seconds(fitted, n, Costs(costs.step, costs.warm_step, 0.0), run.algo.uses_unlabeled)
-    if d.main and steps < 0.5 * MARGIN * left:         # most of the budget would go to passes that train nothing
-        print(f"metassl: warning: {budget} leaves {steps:.0f} of {left:.0f} s for training steps ({n} iterations); "
-              f"the rest goes to evaluations" + (" and label-bank passes" if costs.bank else "")
-              + ": a longer time_limit, or eval_every=0 (evaluate at the end only), trains more", file=sys.stderr)
-    if not run.logger.quiet:
-        print(f"metassl: {budget}: {n} iterations fit ({1000 * costs.step:.0f} ms per step, {costs.evaluation:.1f} s per "
-              f"evaluation" + (f", {costs.bank:.1f} s per bank round" if costs.bank else "") + ")",
-              file=sys.stderr, flush=True)
-
-
 # --- the loop --------------------------------------------------------------------------------------------
 def train(cfg: Config | None, run_dir: str | Path | None, *, model: nn.Module | None = None,
           data: ImageData | None = None, resume: bool = False, force: bool = False, quiet: bool = False) -> dict[str, Any]:
@@ -533,7 +393,9 @@ def train_run(cfg: Config | None, run_dir: str | Path | None, *, model: nn.Modul
         restore(run)
     run.t_call = t_call
     if run.cfg.time_limit and not run.start:       # a checkpointed run's length was fixed before it
-        fit_budget(run, t_call)
+        costs = measure_costs(run, step=train_step, context=step_context, evaluate=error_on, passes=pool_passes,
+                              labeled_only=Supervised(), autocast=autocast_for(run))
+        fit_budget(run, costs, t_call, rebuild=build_algorithm)
     cfg, d = run.cfg, run.dist
     autocast = autocast_for(run)
     # labeled-only warm-up (labeled_warmup): the supervised step, no unlabeled batch, then the algorithm's own

@@ -88,7 +88,7 @@ def check_run(run_dir: str, *, eps_scale: float, batch: int = 8, seed: int = 0) 
 
     from ..data import load_dataset
     from ..data.augment import normalize
-    from ..evaluate import load_run
+    from ..inference.evaluate import load_run
 
     model, cfg, state = load_run(Path(run_dir), "cpu")
     data = load_dataset(cfg.dataset, cfg.data_dir or None, cfg.image_size or None)

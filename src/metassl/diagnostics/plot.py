@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..rundir import RunDir
+from ..run.rundir import RunDir
 
 SMOOTH = 5   # logging steps in the moving average of the pseudo-label curves
 

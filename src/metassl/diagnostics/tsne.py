@@ -15,8 +15,9 @@ import numpy as np
 from ..data import load_dataset
 from ..data.split import class_balanced
 from ..errors import UserError
-from .plot import pyplot
+from ..run.rundir import RunDir
 from ..torch_utils import to_nchw
+from .plot import pyplot
 
 
 def _tsne():
@@ -35,8 +36,9 @@ def subsample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 def plot_tsne(run_dir: str | Path, out: str | Path | None = None, n: int = 2000, device: str = "auto") -> Path:
-    """Write the t-SNE scatter of run_dir's test features to `out` (default run_dir/features_tsne.png)."""
-    from ..evaluate import load_run, penultimate
+    """Write the t-SNE scatter of run_dir's test features to `out` (default: RunDir.tsne_plot,
+    features_tsne.png in the run directory)."""
+    from ..inference.evaluate import load_run, penultimate
 
     run_dir = Path(run_dir)
     if n < 10:
@@ -69,7 +71,7 @@ def plot_tsne(run_dir: str | Path, out: str | Path | None = None, n: int = 2000,
     ax.set(xticks=[], yticks=[], title=f"t-SNE of penultimate features: {cfg.algorithm} on {dataset}\n"
                                        f"{len(idx)} test images, iteration {state['iteration']}, {run_dir.name}")
     ax.title.set_fontsize(10)
-    out = Path(out) if out else run_dir / "features_tsne.png"
+    out = Path(out) if out else RunDir(run_dir).tsne_plot
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -299,7 +299,7 @@ class MetaSSLClassifier(*_BASES):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (N, len(classes_)), columns in the order of classes_."""
-        from ..evaluate import predict_logits
+        from ..inference.evaluate import predict_logits
 
         if check_is_fitted is not None:
             check_is_fitted(self)

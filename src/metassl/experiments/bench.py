@@ -22,7 +22,7 @@ from typing import Any, Callable
 from ..config import Config
 from ..data import ImageData, load_dataset
 from ..errors import Interrupted, UserError
-from ..log import read_metrics
+from ..run.log import read_metrics
 from .report import WEIGHT_COLUMNS, write_summary
 from .suites import (DEFAULT_ALGORITHMS, ENTRIES, FULL, QUICK, SUITES, TAIL, TARGET_ERROR, default_out, run_config,
                      run_one)

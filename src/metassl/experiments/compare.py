@@ -27,7 +27,7 @@ from ..config import Config
 from ..algorithms import build_config
 from ..data import load_dataset
 from ..errors import UserError
-from ..files import atomic_write_text
+from ..run.files import atomic_write_text
 from .suites import run_one
 
 BASELINE = "supervised"

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..files import atomic_write_text
-from ..rundir import RunDir
+from ..run.files import atomic_write_text
+from ..run.rundir import RunDir
 from ..schedule import images_seen
 from .suites import ABLATION, COMPARISON, DEFAULT_ALGORITHMS, ENTRIES, META_TWINS, TAIL, TARGET_ERROR
 from .tune import tuned_table

@@ -10,7 +10,7 @@ from ..algorithms.metamixup import ROWS
 from ..config import PRESETS, Config, to_dict
 from ..data import ImageData
 from ..errors import UserError
-from ..rundir import RunDir
+from ..run.rundir import RunDir
 from ..train import train
 
 SUITES: dict[str, dict[str, Any]] = {

@@ -30,7 +30,7 @@ from typing import Any, Callable
 from ..config import FIELDS, Config, coerce
 from ..data import load_dataset
 from ..errors import UserError
-from ..files import atomic_write_text
+from ..run.files import atomic_write_text
 from .suites import ENTRIES, FULL, SUITES, run_config, run_one
 
 TUNED_DIR = Path(__file__).parent / "tuned"   # the committed choices `metassl bench --tuned` applies

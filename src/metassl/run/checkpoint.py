@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 from .files import fsync_dir
 from .rundir import RunDir
 
@@ -64,7 +64,7 @@ def save(state: dict[str, Any], run_dir: RunDir | str | Path) -> None:
     rename, and between the two renames `prev` holds the previous one (load falls back to it).
     A failed write (disk full) removes the partial file and leaves both checkpoints as they were."""
     paths = _paths(run_dir)
-    tmp = paths.last.with_name(paths.last.name + ".tmp")
+    tmp = paths.last_tmp
     try:
         with open(tmp, "wb") as f:
             torch.save({**state, DIGEST_KEY: digest(state)}, f)

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data import formats
-from .errors import UserError
-from .torch_utils import to_nchw
+from ..data import formats
+from ..errors import UserError
+from ..torch_utils import to_nchw
 
 Images = Union[np.ndarray, Tensor, str, Path, Sequence[Union[str, Path, np.ndarray, Tensor]]]
 ACCEPTED = ("a uint8 array or torch tensor (N, H, W[, C]), a list of equal-shape uint8 arrays, an .npz path, "

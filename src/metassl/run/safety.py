@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import Interrupted
+from ..errors import Interrupted
 
 
 class DivergenceWatch:

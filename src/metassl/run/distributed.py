@@ -1,4 +1,4 @@
-"""Data parallelism under torchrun: process group, gradient all-reduce, synchronised BatchNorm.
+"""Data parallelism under torchrun: process group, gradient all-reduce, synchronised BatchNorm, restarts.
 
     torchrun --nproc-per-node 2 -m metassl train --preset fmnist-1000 device=cpu     # gloo on CPU
     torchrun --nproc-per-node 8 -m metassl train --preset imagenet-10pct data_dir=...  # nccl on CUDA
@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from ..config import Config
+from .rundir import InMemory, RunDir
 
 
 @dataclass
@@ -90,6 +94,27 @@ def _attempt_store() -> dist.Store:
                           is_master=not agent_store and os.environ.get("RANK") == "0",
                           timeout=dist.constants.default_pg_timeout, multi_tenant=True)
     return dist.PrefixStore(f"metassl/attempt{restart_count()}/", store)
+
+
+def continue_after_restart(cfg: Config, where: RunDir | InMemory, d: Dist, force: bool,
+                           saved_config: Callable[[], Config]) -> tuple[bool, bool, Config]:
+    """Under torchrun, which re-runs the same command when --max-restarts restarts the worker group:
+    (resume, force, cfg). Rank 0 decides and broadcasts: a restart resumes the run this launch started in
+    the run directory, with its saved config (`saved_config()`, read only then), or starts it over if it was
+    killed before its config was written; a first attempt, or a run this launch did not start, follows the usual
+    rules. On several nodes a restart is known by the launch mark alone (agents that did not fail do not count
+    a restart)."""
+    how, saved = "new", None
+    if d.main and (restart_count() > 0 or agents() > 1):
+        how = where.restarted(launch_id())
+        saved = saved_config() if how == "resume" else None
+        if restart_count() > 0 or how != "new":
+            print(f"metassl: torchrun restart {restart_count()}: " + {
+                "resume": f"continuing the run in {where}", "start-over": f"starting {where} over (no saved config)",
+                "new": f"{where} holds no run of this launch (a first attempt's rules apply)"}[how],
+                file=sys.stderr, flush=True)
+    how, saved = broadcast_object((how, saved), d)
+    return how == "resume", force or how == "start-over", saved or cfg
 
 
 def teardown() -> None:

@@ -19,12 +19,12 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor, nn
 
-from . import checkpoint
-from .data import load_dataset
-from .data.augment import normalize
-from .models import build_model, inference_copy
-from .rundir import RunDir
-from .torch_utils import resolve_device, to_nchw
+from ..run import checkpoint
+from ..data import load_dataset
+from ..data.augment import normalize
+from ..models import build_model, inference_copy
+from ..run.rundir import RunDir
+from ..torch_utils import resolve_device, to_nchw
 
 
 CPU_CHUNK = 256     # images per forward on CPU (fastest of 128/256/512/1000 at 1 and 2 threads, cnn and convlarge)

@@ -5,10 +5,12 @@ keeps the same records for `train(cfg, None)`, which writes no file and no check
     config.json     the resolved config (under a time_limit the fitted one)
     split.json      the labeled / unlabeled / validation indices
     metrics.jsonl   one record a line: train, eval, refresh, budget (cut back to the checkpoint on resume)
-    last.pt         the newest checkpoint, prev.pt the one before it (checkpoint.py writes and reads them)
+    last.pt         the newest checkpoint, prev.pt the one before it (checkpoint.py writes and reads them;
+                    last.pt.tmp while one is being written)
     results.json    the results dict, once the run finished
     launch.json     which torchrun launch created the directory (so that a restart continues only its own run)
     tb/             TensorBoard events, when tensorboard is installed
+    features_tsne.png  the t-SNE plot of the test features, by default (`metassl tsne`: diagnostics/tsne.py)
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import Config, load_saved, to_dict
-from .errors import UserError
+from ..config import Config, load_saved, to_dict
+from ..errors import UserError
 from .files import atomic_write_text
 
 
@@ -48,9 +50,11 @@ class RunDir:
         self.split = self.path / "split.json"
         self.metrics = self.path / "metrics.jsonl"
         self.last, self.prev = self.path / "last.pt", self.path / "prev.pt"
+        self.last_tmp = self.path / "last.pt.tmp"       # a checkpoint being written, renamed to `last` once whole
         self.results = self.path / "results.json"
         self.launch = self.path / "launch.json"
         self.tensorboard: Path | None = self.path / "tb"
+        self.tsne_plot = self.path / "features_tsne.png"
 
     def __str__(self) -> str:
         return str(self.path)
