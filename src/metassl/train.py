@@ -19,6 +19,7 @@ import os
 import platform
 import signal
 import statistics
+import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
