@@ -49,7 +49,7 @@ def fp32_test_errors() -> dict[str, float]:
     """Test error of every amp run's final weights evaluated in fp32 (results/precision/fp32-evaluations.json).
     The runs of 2026-12-07 came from a commit that also evaluated in bf16; evaluation is fp32 since, so every
     error in the summary is an fp32 evaluation."""
-    from metassl.evaluate import evaluate_run
+    from metassl.inference.evaluate import evaluate_run
 
     path = OUT / "fp32-evaluations.json"
     done = json.loads(path.read_text()) if path.exists() else {}
