@@ -49,3 +49,15 @@ def test_the_meta_gradient_difference_is_computed_in_fp32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         amp = meta_gradient(model, x_lb, y_lb, x_ulb, y_tilde, eps_scale=0.01, g_l=g_l)
     assert amp.dtype == torch.float32 and torch.equal(amp, fp32)
+
+
+def test_a_time_limit_on_a_bf16_device_without_amp_says_amp_would_fit_more(tiny_data, monkeypatch, capsys):
+    import metassl.run.budget as B
+    monkeypatch.setattr(B, "native_bf16", lambda device: True)
+    base = ["device=cpu", "threads=1", "model=mlp", "batch_size=16", "num_labels=40", "translate=1",
+            "algorithm=supervised", "time_limit=3s"]
+    T.train(build_config(None, None, base), None, data=tiny_data)
+    assert "amp=true fits more" in capsys.readouterr().err
+    monkeypatch.setattr(T, "native_bf16", lambda device: False)        # amp=true set: no hint (and fp32 here)
+    T.train(build_config(None, None, [*base, "amp=true"]), None, data=tiny_data)
+    assert "amp=true fits more" not in capsys.readouterr().err

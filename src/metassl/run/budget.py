@@ -22,7 +22,7 @@ import torch
 from ..config import Config
 from ..errors import UserError
 from ..schedule import check_schedule, unlabeled_schedule
-from ..torch_utils import rng_state, set_rng_state
+from ..torch_utils import native_bf16, rng_state, set_rng_state
 from . import distributed
 
 MARGIN = 0.97      # share of the seconds left that the plan may fill: the rest absorbs checkpoints and logging
@@ -162,5 +162,7 @@ def fit_budget(run: Any, costs: Costs, t_call: float, rebuild: Callable[[Config,
               + ": a longer time_limit, or eval_every=0 (evaluate at the end only), trains more", file=sys.stderr)
     if not run.logger.quiet:
         print(f"metassl: {budget}: {n} iterations fit ({1000 * costs.step:.0f} ms per step, {costs.evaluation:.1f} s per "
-              f"evaluation" + (f", {costs.bank:.1f} s per bank round" if costs.bank else "") + ")",
+              f"evaluation" + (f", {costs.bank:.1f} s per bank round" if costs.bank else "") + ")"
+              + ("; this device computes bf16 natively: amp=true fits more (1.6-1.7x on a Zen 4 CPU)"
+                 if not cfg.amp and native_bf16(run.device) else ""),
               file=sys.stderr, flush=True)
