@@ -5,7 +5,8 @@ run interleaved (so the machine's speed drift hits all alike), tabulated.
     python3 benchmarks/peers/run.py --algorithms fixmatch,flexmatch,supervised --iterations 200 \
         --seeds 0 --settings matched --out results/peers/matched-200it
 
-Order: for each seed, algorithm and setting, one round runs every toolkit back to back, the toolkit order
+Toolkits: metassl, metassl-amp (the same with amp=true: bf16 autocast where the CPU has bf16 units), modssc, usb,
+lamda. Order: for each seed, algorithm and setting, one round runs every toolkit back to back, the toolkit order
 rotating from round to round. Each run is a subprocess in its toolkit's venv writing
 OUT/raw/<setting>/<algorithm>/<toolkit>-s<seed>.json; a re-run skips runs whose JSON exists, so an
 interrupted benchmark resumes. The labeled split is metassl's (fmnist-1000, split_seed 0), written once
