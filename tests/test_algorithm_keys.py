@@ -12,7 +12,8 @@ import metassl
 from metassl.cli import main
 from metassl.experiments import suites, tune
 from metassl.algorithms import ALGORITHMS, build_algorithm, build_config, without_unread
-from metassl.config import CHOICES, FIELDS, PRESETS, Config, coerce, from_dict, to_dict
+from metassl.config import CHOICES, FIELDS, Config, coerce, from_dict, to_dict
+from metassl.presets import PRESETS
 from metassl.errors import UserError
 from tests.conftest import write_tiny_npz
 

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 import metassl
 from metassl.cli import main
-from metassl.config import FIELDS, PRESETS, Config
+from metassl.config import FIELDS, Config
+from metassl.presets import PRESETS
 from metassl.algorithms import build_config
 from metassl.data import sources
 from metassl.inference.predict import predict

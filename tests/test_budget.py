@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from metassl.algorithms import ALGORITHMS, build_algorithm
 from metassl.run.budget import Costs, fit_iterations, plan_seconds
-from metassl.config import PRESETS
+from metassl.presets import PRESETS
 from metassl.algorithms import build_config
 from metassl.errors import UserError
 from metassl.experiments.compare import run_compare

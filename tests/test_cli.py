@@ -32,7 +32,7 @@ def test_presets_lists_the_default_and_the_papers(capsys):
     for name in ("fmnist-1000", "svhn-1000", "cifar10-4000", "cifar100-10000", "imagenet-10pct"):
         assert name in out
     flat = " ".join(out.split())
-    from metassl.config import PRESETS
+    from metassl.presets import PRESETS
     for name, values in PRESETS.items():                 # every key a preset sets, with its value
         for key, value in values.items():
             assert f"{key}={value}" in flat, (name, key)

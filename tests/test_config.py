@@ -1,6 +1,7 @@
 """Configuration: precedence command line > config file > preset > defaults, typed values, presets
 applied as written, saved configs round-trip. (Bad settings: test_bad_input.py.)"""
-from metassl.config import PRESETS, SCHEDULE, Config, from_dict, to_dict
+from metassl.config import SCHEDULE, Config, from_dict, to_dict
+from metassl.presets import PRESETS
 from metassl.algorithms import build_config
 
 

@@ -75,7 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from .config import PRESETS
+    from .presets import PRESETS
 
     import textwrap
 

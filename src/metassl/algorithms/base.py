@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from .. import config
 from ..batch import Batch, PoolPasses
-from ..config import FIELDS, PRESETS, Config
+from ..config import FIELDS, Config
+from ..presets import PRESETS
 from ..errors import UserError
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..algorithms.base import unread_keys, without_unread
 from ..algorithms.metamixup import ROWS
-from ..config import PRESETS, Config, to_dict
+from ..config import Config, to_dict
+from ..presets import PRESETS
 from ..data import ImageData
 from ..errors import UserError
 from ..run.rundir import RunDir
