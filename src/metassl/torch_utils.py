@@ -11,6 +11,7 @@ rng_state, set_rng_state  this process's torch RNGs (CPU and every CUDA device),
 from __future__ import annotations
 
 import ctypes
+import functools
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -47,6 +48,7 @@ def to_nchw(x: np.ndarray, device: torch.device | str | None = None) -> Tensor:
     return t if device is None else t.to(device)
 
 
+@functools.lru_cache(maxsize=None)
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` has bfloat16 arithmetic units: a CUDA GPU that supports bf16, or a CPU with AVX512-BF16,
     AMX-BF16 or Arm's BF16 extension. Elsewhere oneDNN emulates bf16 and an autocast step is slower than fp32."""

@@ -110,10 +110,14 @@ def step_context(run: Run, cfg: Config, it: int) -> StepContext:
                        gather=lambda t: distributed.gather_rows(t, d), total=lambda t: distributed.total(t, d))
 
 
+def in_bf16(cfg: Config, device: torch.device) -> bool:
+    """Whether a run computes its steps and bank passes in bf16: amp=true on a device with bf16 units."""
+    return cfg.amp and native_bf16(device)
+
+
 def autocast_for(run: Run) -> AbstractContextManager:
-    """bf16 autocast with amp=true on a device with bf16 units (`native_bf16`), else nothing."""
-    amp = run.cfg.amp and native_bf16(run.device)
-    return torch.autocast(run.device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    """bf16 autocast where `in_bf16`, else nothing."""
+    return torch.autocast(run.device.type, dtype=torch.bfloat16) if in_bf16(run.cfg, run.device) else nullcontext()
 
 
 # --- the run's state and its parts -----------------------------------------------------------------------
@@ -358,7 +362,7 @@ def finish(run: Run) -> dict[str, Any]:
         "evaluated": "ema" if run.ema is not None else "raw",
         "algorithm": cfg.algorithm, "model": cfg.model, "dataset": cfg.dataset, "num_labels": len(run.data.labeled),
         "seed": cfg.seed, "split_seed": cfg.split_seed, "device": str(device), "processes": run.dist.world,
-        "precision": "bf16 autocast (evaluation fp32)" if cfg.amp and native_bf16(device) else "fp32",
+        "precision": "bf16 autocast (evaluation fp32)" if in_bf16(cfg, device) else "fp32",
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {torch.get_num_threads()} threads"
                    + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
     }
